@@ -1,0 +1,46 @@
+"""The `resnet-train` command: Hydra composes the config, the modes in train.py do the work."""
+
+from __future__ import annotations
+
+import os
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import CheckpointError
+from .config import Config, register_configs, validate
+from .data import DataError
+from .engine import DivergenceError
+
+register_configs()
+
+USER_ERRORS = (ValueError, DataError, CheckpointError, DivergenceError, PermissionError, OSError)
+
+
+class UserError(CompactHydraException):
+    """Printed by Hydra as one line, with exit code 1; in a multirun only its job fails."""
+
+
+@hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
+def main(dict_cfg: DictConfig) -> dict | None:
+    from .train import describe, evaluate_checkpoint, train
+
+    cfg: Config = OmegaConf.to_object(dict_cfg)
+    try:
+        validate(cfg)
+        if cfg.mode == "info":
+            return describe(cfg)
+        if cfg.mode == "eval":
+            return evaluate_checkpoint(cfg)
+        hydra_cfg = HydraConfig.get()
+        return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+    except USER_ERRORS as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise UserError(f"resnet-train: error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

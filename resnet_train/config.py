@@ -1,0 +1,179 @@
+"""Typed config schema, registered in Hydra's ConfigStore, and the value checks that a type
+alone cannot express. Everything below this module receives these plain dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .models import FAMILIES, SHORTCUTS, STEMS, UNITS
+
+MODES = ("train", "eval", "info")
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta")
+SCHEDULES = ("multistep", "step", "cosine", "constant")
+SCHEDULE_UNITS = ("epochs", "iterations")
+WARMUP_MODES = ("constant", "linear")
+DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "cifar10_sample")
+AUGMENTATIONS = ("cifar", "imagenet", "none")
+PAD_MODES = ("zero", "reflect")
+RESUME_AUTO = "auto"
+
+
+@dataclass
+class ModelConfig:
+    family: str = "resnet"  # resnet | preresnet | wrn
+    depth: int = 20
+    block: str = "basic"  # basic | bottleneck
+    stem: str = "cifar"  # cifar (32 px) | imagenet (224 px)
+    unit: Optional[str] = None  # Identity Mappings Table 2 unit; null: the family's own
+    relu_after_add: Optional[bool] = None  # Torch blog switch; null: the unit's own definition
+    shortcut: str = "A"  # A | B | C (He 2015 Sec. 3.3)
+    widen_factor: int = 1
+    dropout: float = 0.0  # probability, between the convs of each unit
+    zero_init_residual: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | rmsprop | adagrad | adadelta
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    # fb.resnet.torch decays every parameter; false exempts BN parameters and biases.
+    decay_bn_and_bias: bool = True
+    momentum: float = 0.9  # sgd; rmsprop
+    nesterov: bool = False  # sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    alpha: float = 0.99  # rmsprop smoothing
+    rho: float = 0.9  # adadelta
+    eps: float = 1e-8  # adam, rmsprop, adagrad; adadelta uses 1e-6 in its file
+
+
+@dataclass
+class SchedConfig:
+    name: str = "multistep"  # multistep | step | cosine | constant
+    unit: str = "epochs"  # epochs | iterations: the unit of milestones, step_size and warmup
+    milestones: list[int] = field(default_factory=lambda: [82, 123])
+    gamma: float = 0.1  # LR factor at each milestone or step
+    step_size: int = 30  # step: decay every step_size units
+    min_lr: float = 0.0  # cosine floor
+    warmup: int = 0  # length of the warm-up, in iterations
+    warmup_lr: float = 0.01
+    warmup_mode: str = "constant"  # constant: warmup_lr throughout; linear: warmup_lr -> lr
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"
+    root: str = "data"
+    download: bool = False
+    num_classes: int = 10
+    image_size: int = 32  # pixels, training crop size
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    augment: str = "cifar"  # cifar: pad + random crop + flip; imagenet: random-resized crop + flip
+    pad: int = 4  # pixels, cifar augmentation
+    pad_mode: str = "zero"  # zero | reflect
+    val_size: int = 0  # training images held out as validation (He 2015 used 5000)
+    num_workers: int = 2
+    # Images. Synthetic: how many to make (required). Other in-memory sets: keep a fixed random
+    # subset of this size (for quick runs and tests); null keeps them all.
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: Optional[int] = 164  # length in epochs; set null to use iterations
+    iterations: Optional[int] = None  # length in iterations (He 2015: 64000)
+    batch_size: int = 128
+    eval_every: int = 1  # epochs
+    progress: bool = True  # tqdm bars (off when stderr is not a terminal)
+    amp: bool = False  # bf16 autocast, CUDA only
+    eval_batch_size: int = 500
+
+
+@dataclass
+class Config:
+    mode: str = "train"  # train | eval | info
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    ckpt: Optional[str] = None  # checkpoint for mode=eval
+    resume: Optional[str] = None  # auto or a path to last.pt
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    experiment: Optional[str] = None  # set by experiment/ files, used to group runs in reports
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if value is None or value <= 0:
+        raise ValueError(f"{key} must be positive, got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that fail at start with one readable line (ValueError)."""
+    _choice("mode", cfg.mode, MODES)
+    _choice("device", cfg.device, DEVICES)
+    m = cfg.model
+    _choice("model.family", m.family, FAMILIES)
+    _choice("model.stem", m.stem, STEMS)
+    _choice("model.block", m.block, ("basic", "bottleneck"))
+    _choice("model.shortcut", m.shortcut, SHORTCUTS)
+    if m.unit is not None:
+        _choice("model.unit", m.unit, UNITS)
+    _positive("model.widen_factor", m.widen_factor)
+    if not 0.0 <= m.dropout < 1.0:
+        raise ValueError(f"model.dropout must lie in [0, 1), got {m.dropout}")
+    o = cfg.optim
+    _choice("optim.name", o.name, OPTIMIZERS)
+    _positive("optim.lr", o.lr)
+    if o.weight_decay < 0:
+        raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    s = cfg.sched
+    _choice("sched.name", s.name, SCHEDULES)
+    _choice("sched.unit", s.unit, SCHEDULE_UNITS)
+    _choice("sched.warmup_mode", s.warmup_mode, WARMUP_MODES)
+    if s.name == "step":
+        _positive("sched.step_size", s.step_size)
+    if list(s.milestones) != sorted(s.milestones):
+        raise ValueError(f"sched.milestones must be increasing, got {list(s.milestones)}")
+    if s.warmup < 0:
+        raise ValueError(f"sched.warmup must be >= 0 iterations, got {s.warmup}")
+    d = cfg.data
+    _choice("data.name", d.name, DATASETS)
+    _choice("data.augment", d.augment, AUGMENTATIONS)
+    _choice("data.pad_mode", d.pad_mode, PAD_MODES)
+    _positive("data.num_classes", d.num_classes)
+    _positive("data.image_size", d.image_size)
+    if d.name == "synthetic" and (d.train_size is None or d.test_size is None):
+        raise ValueError("data=synthetic needs data.train_size and data.test_size (images)")
+    for key in ("train_size", "test_size"):
+        if getattr(d, key) is not None:
+            _positive(f"data.{key}", getattr(d, key))
+    if d.val_size < 0 or d.num_workers < 0:
+        raise ValueError("data.val_size and data.num_workers must be >= 0")
+    t = cfg.train
+    if (t.epochs is None) == (t.iterations is None):
+        raise ValueError("set exactly one of train.epochs and train.iterations (the other to null)")
+    _positive("train.epochs" if t.epochs is not None else "train.iterations",
+              t.epochs if t.epochs is not None else t.iterations)
+    _positive("train.batch_size", t.batch_size)
+    _positive("train.eval_batch_size", t.eval_batch_size)
+    _positive("train.eval_every", t.eval_every)
+    if cfg.mode == "eval" and not cfg.ckpt:
+        raise ValueError("mode=eval needs a checkpoint: add ckpt=PATH/TO/last.pt")

@@ -1,0 +1,267 @@
+"""Datasets, transforms and loaders.
+
+In-memory datasets (CIFAR, SVHN, the shipped sample, synthetic) are held as one uint8 tensor
+of shape (N, 3, H, W); ImageFolder trees are read from disk. Every dataset yields uint8 images
+that torchvision's transforms turn into normalised float tensors.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from .config import DataConfig
+
+
+class DataError(Exception):
+    """A dataset that is missing, unreadable or inconsistent with its config."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, (N, 3, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+
+class TensorImages(Dataset):
+    def __init__(self, split: Split, transform):
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.split.images[i]), int(self.split.labels[i])
+
+
+# ---------------------------------------------------------------- readers
+
+_CIFAR = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("CIFAR-100", "cifar-100-python", ["train"], ["test"], "fine_labels"),
+}
+
+
+def _missing(what: str, path: Path, can_download: bool) -> DataError:
+    fixes = "point data.root=... at the folder that holds it"
+    if can_download:
+        fixes += ", or set data.download=true to fetch it (needs a network)"
+    return DataError(f"{what} not found at {path}: {fixes}")
+
+
+def _download(name: str, root: Path) -> None:
+    import torchvision.datasets as tvd
+
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)
+    try:
+        if cls is not None:
+            cls(str(root), train=True, download=True)
+        else:  # svhn
+            for split in ("train", "test"):
+                tvd.SVHN(str(root), split=split, download=True)
+    except Exception as exc:  # torchvision raises URLError, OSError or RuntimeError
+        raise DataError(f"could not download {name} to {root} ({type(exc).__name__}: {exc}); without a network, "
+                        f"copy the files there by hand and set data.root=...") from exc
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); delete it and "
+                        f"unpack or download the dataset again") from exc
+
+
+def read_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split]:
+    title, folder, train_files, test_files, label_key = _CIFAR[name]
+    base = root / folder
+    if download and not all((base / f).exists() for f in train_files + test_files):
+        _download(name, root)
+
+    def load(files: list[str]) -> Split:
+        images, labels = [], []
+        for f in files:
+            try:
+                batch = _read_pickle(base / f)
+            except FileNotFoundError:
+                raise _missing(f"{title} file {f}", base, can_download=True) from None
+            try:
+                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.append(np.asarray(batch[label_key], dtype=np.int64))
+            except (KeyError, ValueError) as exc:
+                raise DataError(f"{base / f} is not a {title} batch ({exc})") from exc
+        return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+    return load(train_files), load(test_files)
+
+
+def read_svhn(root: Path, download: bool) -> tuple[Split, Split]:
+    files = {"train": root / "train_32x32.mat", "test": root / "test_32x32.mat"}
+    if download and not all(p.exists() for p in files.values()):
+        _download("svhn", root)
+    try:
+        from scipy.io import loadmat
+    except ImportError as exc:
+        raise DataError("SVHN's .mat files need scipy: pip install 'resnet-train[svhn]'") from exc
+
+    def load(path: Path) -> Split:
+        if not path.exists():
+            raise _missing(f"SVHN file {path.name}", path.parent, can_download=True)
+        try:
+            mat = loadmat(path)
+            images = np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8)
+            labels = mat["y"].astype(np.int64).reshape(-1)
+        except Exception as exc:
+            raise DataError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        labels[labels == 10] = 0  # SVHN stores the digit 0 as label 10
+        return Split(torch.from_numpy(images), torch.from_numpy(labels))
+
+    return load(files["train"]), load(files["test"])
+
+
+def read_sample() -> tuple[Split, Split]:
+    """The CIFAR-10 subset shipped in resnet_train/assets (see scripts/make_cifar10_sample.py)."""
+    from torchvision.io import decode_jpeg
+
+    with resources.files("resnet_train").joinpath("assets/cifar10_sample.npz").open("rb") as f:
+        z = np.load(f)
+
+        def load(split: str) -> Split:
+            buf = torch.from_numpy(z[f"{split}_jpeg"])
+            off = z[f"{split}_offsets"]
+            images = decode_jpeg([buf[off[i]:off[i + 1]] for i in range(len(off) - 1)])
+            return Split(torch.stack(images), torch.from_numpy(z[f"{split}_labels"]))
+
+        return load("train"), load("test")
+
+
+def make_synthetic(cfg: DataConfig, seed: int) -> tuple[Split, Split]:
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> Split:
+        images = torch.randint(0, 256, (n, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8, generator=g)
+        return Split(images, torch.randint(0, cfg.num_classes, (n,), generator=g))
+
+    return make(cfg.train_size), make(cfg.test_size)
+
+
+def subset(split: Split, size: int | None) -> Split:
+    """A fixed random subset (seed 0, the same in every run), so it keeps the class balance."""
+    if size is None or size >= len(split.labels):
+        return split
+    keep = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(0))[:size]
+    return Split(split.images[keep], split.labels[keep])
+
+
+def hold_out(train: Split, val_size: int) -> tuple[Split, Split]:
+    """Splits off val_size training images as validation (He 2015 Sec. 4.2: 45k/5k). The split
+    uses a fixed seed, so every run of a sweep holds out the same images."""
+    if val_size >= len(train.labels):
+        raise DataError(f"data.val_size={val_size} leaves no training images (the set has {len(train.labels)})")
+    perm = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
+    keep, val = perm[:-val_size], perm[-val_size:]
+    return Split(train.images[keep], train.labels[keep]), Split(train.images[val], train.labels[val])
+
+
+# ---------------------------------------------------------------- transforms
+
+def train_transform(cfg: DataConfig):
+    ops: list = [v2.ToImage()]
+    if cfg.augment == "cifar":
+        # He 2015 Sec. 4.2: pad 4 pixels, take a random 32x32 crop, flip horizontally.
+        pad_mode = "constant" if cfg.pad_mode == "zero" else "reflect"
+        ops += [v2.RandomCrop(cfg.image_size, padding=cfg.pad, padding_mode=pad_mode), v2.RandomHorizontalFlip()]
+    elif cfg.augment == "imagenet":
+        ops += [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()]
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
+
+
+def eval_transform(cfg: DataConfig):
+    ops: list = [v2.ToImage()]
+    if cfg.augment == "imagenet":
+        # Resize to 256 and take the centre 224 (scaled for other sizes).
+        ops += [v2.Resize(cfg.image_size * 256 // 224, antialias=True), v2.CenterCrop(cfg.image_size)]
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
+
+
+# ---------------------------------------------------------------- assembly
+
+@dataclass
+class Datasets:
+    train: Dataset
+    evals: dict[str, Dataset]  # "test", and "val" when data.val_size > 0
+    num_classes: int
+
+
+def _image_folder(path: Path, transform):
+    from torchvision.datasets import ImageFolder
+
+    if not path.is_dir():
+        raise _missing("image folder", path, can_download=False)
+    try:
+        return ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"cannot read the image folder {path}: {exc}") from exc
+
+
+def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
+    root = Path(cfg.root).expanduser()
+    if cfg.name == "imagefolder":
+        train = _image_folder(root / "train", train_transform(cfg))
+        test = _image_folder(root / "val", eval_transform(cfg))
+        if len(train.classes) != cfg.num_classes or test.classes != train.classes:
+            raise DataError(f"{root} has {len(train.classes)} class folders in train/ and {len(test.classes)} in val/, "
+                            f"but data.num_classes={cfg.num_classes}; make them agree (e.g. data.num_classes="
+                            f"{len(train.classes)})")
+        if cfg.val_size:
+            raise DataError("data.val_size works for in-memory datasets; an image folder has its own val/")
+        return Datasets(train, {"test": test}, cfg.num_classes)
+
+    if cfg.name in _CIFAR:
+        train, test = read_cifar(cfg.name, root, cfg.download)
+    elif cfg.name == "svhn":
+        train, test = read_svhn(root, cfg.download)
+    elif cfg.name == "cifar10_sample":
+        train, test = read_sample()
+    elif cfg.name == "synthetic":
+        train, test = make_synthetic(cfg, seed)
+    else:
+        raise DataError(f"unknown dataset {cfg.name!r}")
+    train, test = subset(train, cfg.train_size), subset(test, cfg.test_size)
+    classes = int(train.labels.max()) + 1
+    if classes > cfg.num_classes or train.images.shape[-1] != cfg.image_size and cfg.augment != "imagenet":
+        raise DataError(f"{cfg.name} has labels up to {classes - 1} and {train.images.shape[-1]}-pixel images, "
+                        f"but the config says num_classes={cfg.num_classes}, image_size={cfg.image_size}")
+    evals = {"test": test}
+    if cfg.val_size:
+        train, evals["val"] = hold_out(train, cfg.val_size)
+    return Datasets(TensorImages(train, train_transform(cfg)),
+                    {k: TensorImages(v, eval_transform(cfg)) for k, v in evals.items()}, cfg.num_classes)
+
+
+def _seed_worker(_worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy and random follow it.
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, train: bool, num_workers: int, pin_memory: bool,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """Training loaders shuffle with `generator`; reseeding it each epoch fixes both the order
+    and the workers' augmentation seeds, which makes resuming exact."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator, num_workers=num_workers,
+                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=False)

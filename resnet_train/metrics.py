@@ -1,0 +1,61 @@
+"""Run-folder outputs: TensorBoard scalars and HParams, metrics.jsonl, summary.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+class RunLogger:
+    """Writes a run's logs. Only one process of a run may hold one (rank 0 under DDP)."""
+
+    def __init__(self, run_dir: Path, history: list[dict] | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.jsonl = self.run_dir / "metrics.jsonl"
+        # A resumed run rewrites the history it carries, so the file never holds a record twice.
+        with open(self.jsonl, "w") as f:
+            for record in history or []:
+                f.write(json.dumps(record) + "\n")
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def record(self, record: dict[str, Any]) -> None:
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def hparams(self, config: dict[str, Any], results: dict[str, float]) -> None:
+        """HParams in the run's own event file (add_hparams would open a second run folder)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
+        metric_tags = {f"hparams/{k}": v for k, v in results.items()}
+        for summary in hparams(flat, metric_tags):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metric_tags.items():
+            self.writer.add_scalar(tag, value)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(self.run_dir / "summary.json")
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,5 @@
+from .blocks import POST_ACTIVATION_UNITS, PRE_ACTIVATION_UNITS, SHORTCUTS, UNITS, PostActUnit, PreActUnit
+from .resnet import FAMILIES, IMAGENET_DEPTHS, STEMS, ResNet, Stage, build_model, init_weights
+
+__all__ = ["FAMILIES", "IMAGENET_DEPTHS", "POST_ACTIVATION_UNITS", "PRE_ACTIVATION_UNITS", "SHORTCUTS", "STEMS",
+           "UNITS", "PostActUnit", "PreActUnit", "ResNet", "Stage", "build_model", "init_weights"]

@@ -1,0 +1,61 @@
+"""Optimizer, weight-decay groups and the learning-rate schedule.
+
+The schedule is a pure function of the iteration, so resuming needs nothing but the
+iteration count, and tests can check it against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig, SchedConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_bn_and_bias: bool) -> list[dict]:
+    """fb.resnet.torch decays every parameter; with decay_bn_and_bias=False, 1-D parameters
+    (BN weights and biases, linear biases) get no weight decay."""
+    if decay_bn_and_bias:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, foreach: bool | None = None) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_and_bias)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=foreach)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=foreach)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
+                                   foreach=foreach)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps, foreach=foreach)
+    if cfg.name == "adadelta":
+        return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps, foreach=foreach)
+    raise ValueError(f"unknown optimizer {cfg.name!r}")
+
+
+def lr_at(step: int, *, base_lr: float, sched: SchedConfig, steps_per_epoch: int, total_steps: int) -> float:
+    """Learning rate for iteration `step` (0-based). Milestones and step_size are in
+    sched.unit (epochs or iterations); the warm-up is in iterations."""
+    if step < sched.warmup:
+        if sched.warmup_mode == "constant":
+            return sched.warmup_lr
+        return sched.warmup_lr + (base_lr - sched.warmup_lr) * step / sched.warmup
+    per_unit = steps_per_epoch if sched.unit == "epochs" else 1
+    if sched.name == "multistep":
+        return base_lr * sched.gamma ** sum(step >= m * per_unit for m in sched.milestones)
+    if sched.name == "step":
+        return base_lr * sched.gamma ** (step // (sched.step_size * per_unit))
+    if sched.name == "cosine":
+        span = max(1, total_steps - sched.warmup)
+        progress = min(1.0, (step - sched.warmup) / span)
+        return sched.min_lr + (base_lr - sched.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if sched.name == "constant":
+        return base_lr
+    raise ValueError(f"unknown schedule {sched.name!r}")

@@ -1,0 +1,257 @@
+"""`train(cfg) -> metrics`, `evaluate_checkpoint` and `describe`: the three modes, on plain
+dataclass configs (no Hydra here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt_io
+from .checkpoint import CheckpointError
+from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
+from .data import build_datasets, make_loader
+from .engine import evaluate, train_epoch
+from .metrics import RunLogger, flatten
+from .models import ResNet, build_model
+from .models.summary import count_params, model_summary
+from .optim import build_optimizer, lr_at
+
+# Keys that change what is trained or on what; a resume that changes one would silently make a
+# different run. train.epochs/iterations may grow (to extend a run), the rest may not.
+RESUME_LOCKED = ("model", "data", "optim", "sched", "seed", "train.batch_size")
+RESUME_FREE = ("data.root", "data.download", "data.num_workers")  # where and how, not what
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA GPU is visible to PyTorch; use device=auto or device=cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_model(model_cfg: ModelConfig, data_cfg: DataConfig) -> ResNet:
+    fields = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig)}
+    return build_model(num_classes=data_cfg.num_classes, **fields)
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    """`mode=info`: prints the model's figures; the last line is one JSON object."""
+    m = cfg.model
+    model = make_model(m, cfg.data)
+    info = model_summary(model, cfg.data.image_size)
+    unit = m.unit or ("original" if m.family == "resnet" else "full_preact")
+    info = {"family": m.family, "depth": m.depth, "block": m.block, "unit": unit, "shortcut": m.shortcut,
+            "widen_factor": m.widen_factor, **info}
+    print(f"model       {m.family}-{m.depth} ({m.block} blocks, {unit} unit, shortcut {m.shortcut}, "
+          f"widen x{m.widen_factor}, dropout {m.dropout})")
+    print(f"params      {info['params']:,} ({info['params'] / 1e6:.2f}M)")
+    print(f"MACs/image  {info['macs']:,} ({info['macs'] / 1e6:.1f}M at {cfg.data.image_size} px)")
+    for i, shape in enumerate(info["stage_shapes"], 1):
+        print(f"stage {i}     output {' x '.join(map(str, shape))}")
+    print(json.dumps(info))
+    return info
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    key = prefix[:-1]
+    return [] if old == new or key in RESUME_FREE else [f"{key} ({old!r} -> {new!r})"]
+
+
+def check_resume_config(saved: dict, current: dict) -> None:
+    changed = []
+    for key in RESUME_LOCKED:
+        section, _, leaf = key.partition(".")
+        old, new = saved.get(section), current.get(section)
+        if leaf:
+            old, new = (old or {}).get(leaf), (new or {}).get(leaf)
+        changed += _diff(old, new, f"{key}.")
+    if changed:
+        raise CheckpointError("cannot resume: the config differs from the checkpoint's in " + "; ".join(changed))
+
+
+def _resume_path(resume: str | None, run_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    if resume == RESUME_AUTO:
+        path = run_dir / "last.pt"
+        return path if path.exists() else None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"resume={resume}: no such checkpoint (use resume=auto to start fresh when none exists)")
+    return path
+
+
+def _plan(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs to run, total iterations)."""
+    t = cfg.train
+    if t.iterations is not None:
+        return math.ceil(t.iterations / steps_per_epoch), t.iterations
+    return t.epochs, t.epochs * steps_per_epoch
+
+
+def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary."""
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    config_dict = asdict(cfg)
+    resume_from = _resume_path(cfg.resume, run_dir)
+    seed_everything(cfg.seed)
+
+    data = build_datasets(cfg.data, cfg.seed)
+    pin = device.type == "cuda"
+    shuffle_gen = torch.Generator()
+    train_loader = make_loader(data.train, cfg.train.batch_size, train=True, num_workers=cfg.data.num_workers,
+                               pin_memory=pin, generator=shuffle_gen)
+    eval_loaders = {name: make_loader(ds, cfg.train.eval_batch_size, train=False,
+                                      num_workers=cfg.data.num_workers, pin_memory=pin)
+                    for name, ds in data.evals.items()}
+    model = make_model(cfg.model, cfg.data).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    steps_per_epoch = len(train_loader)
+    num_epochs, total_steps = _plan(cfg, steps_per_epoch)
+    lr_fn = partial(lr_at, base_lr=cfg.optim.lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
+                    total_steps=total_steps)
+
+    start_epoch, step, history = 0, 0, []
+    best: dict[str, Any] = {"err": None, "epoch": None}
+    train_seconds, train_images = 0.0, 0
+    if resume_from is not None:
+        state = ckpt_io.load_checkpoint(resume_from)
+        check_resume_config(state["config"], config_dict)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        train_seconds, train_images = state["train_seconds"], state["train_images"]
+        ckpt_io.set_rng_state(state["rng"])
+        print(f"resumed from {resume_from} at epoch {start_epoch}, iteration {step}")
+
+    logger = RunLogger(run_dir, history)
+    select = "val" if "val" in eval_loaders else "test"
+    top5 = data.num_classes >= 100
+    wall0 = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, num_epochs):
+            if step >= total_steps:
+                break
+            # The shuffle order and the loader workers' seeds depend on (seed, epoch) only.
+            shuffle_gen.manual_seed(cfg.seed * 100_003 + epoch)
+            result = train_epoch(model, train_loader, optimizer, lr_fn=lr_fn, start_step=step,
+                                 max_steps=total_steps, device=device, amp=cfg.train.amp,
+                                 progress=cfg.train.progress and _is_tty(),
+                                 desc=f"epoch {epoch + 1}/{num_epochs}")
+            step += result.steps
+            train_seconds += result.seconds
+            train_images += result.images
+            done = epoch + 1
+            scalars = {"train/loss": result.loss, "train/err": result.err, "lr": lr_fn(max(step - 1, 0)),
+                       "perf/img_per_s": result.images / result.seconds, "perf/epoch_s": result.seconds}
+            record: dict[str, Any] = {"epoch": done, "step": step, "lr": scalars["lr"],
+                                      "train_loss": result.loss, "train_err": result.err}
+            last = done == num_epochs or step >= total_steps
+            if done % cfg.train.eval_every == 0 or last:
+                for name, loader in eval_loaders.items():
+                    res = evaluate(model, loader, device=device, amp=cfg.train.amp, top5=top5)
+                    for k, v in res.items():
+                        scalars[f"{name}/{k}"] = v
+                        record[f"{name}_{k}"] = v
+                if best["err"] is None or record[f"{select}_err"] < best["err"]:
+                    best = {"err": record[f"{select}_err"], "epoch": done}
+                    if "val" in eval_loaders:
+                        best["test_err"] = record["test_err"]
+                    improved = True
+                else:
+                    improved = False
+                history.append(record)
+                logger.record(record)
+            else:
+                improved = False
+            logger.scalars(scalars, done)
+            state = {"format": ckpt_io.FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "epoch": done, "step": step, "best": best, "history": history, "rng": ckpt_io.rng_state(),
+                     "train_seconds": train_seconds, "train_images": train_images, "config": config_dict}
+            ckpt_io.save_checkpoint(state, run_dir / "last.pt")
+            if improved:
+                ckpt_io.save_checkpoint(state, run_dir / "best.pt")
+            if history and history[-1]["epoch"] == done:
+                print(f"epoch {done}/{num_epochs}  train err {result.err:.2f}%  {select} err "
+                      f"{record[f'{select}_err']:.2f}%  ({result.images / result.seconds:.0f} img/s)", flush=True)
+    finally:
+        logger.writer.flush()
+
+    final = history[-1] if history else {}
+    summary = {
+        "status": "completed",
+        "overrides": list(overrides or []),
+        "experiment": cfg.experiment,
+        "model": f"{cfg.model.family}-{cfg.model.depth}",
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "params": count_params(model),
+        "epochs": final.get("epoch", 0),
+        "steps": step,
+        "final_test_err": final.get("test_err"),
+        "best_err": best["err"],
+        "best_epoch": best["epoch"],
+        "best_on": select,
+        "best_test_err": best.get("test_err", best["err"]) if select == "val" else best["err"],
+        "wall_time_s": time.perf_counter() - wall0,
+        "img_per_s": train_images / train_seconds if train_seconds else None,
+    }
+    if "test_err5" in final:
+        summary["final_test_err5"] = final["test_err5"]
+    results = {k: summary[k] for k in ("final_test_err", "best_test_err") if summary[k] is not None}
+    logger.hparams(flatten(config_dict), results)
+    logger.summary(summary)
+    logger.close()
+    return summary
+
+
+def evaluate_checkpoint(cfg: Config) -> dict[str, float]:
+    """`mode=eval`: the model comes from the checkpoint's own config; the data from cfg."""
+    device = resolve_device(cfg.device)
+    state = ckpt_io.load_checkpoint(cfg.ckpt)
+    saved_model = ModelConfig(**state["config"]["model"])
+    model = make_model(saved_model, cfg.data)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{cfg.ckpt} does not fit its model config ({str(exc).splitlines()[0]})") from exc
+    model.to(device)
+    data = build_datasets(cfg.data, cfg.seed)
+    loader = make_loader(data.evals["test"], cfg.train.eval_batch_size, train=False,
+                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    res = evaluate(model, loader, device=device, amp=cfg.train.amp, top5=data.num_classes >= 100)
+    saved_data = state["config"]["data"]["name"]
+    if saved_data != cfg.data.name:
+        print(f"note: the checkpoint was trained on {saved_data}; evaluating on {cfg.data.name}")
+    print(f"{cfg.ckpt}: epoch {state['epoch']}, test loss {res['loss']:.4f}, test err {res['err']:.2f}%")
+    print(json.dumps({"ckpt": str(cfg.ckpt), "epoch": state["epoch"], **{f"test_{k}": v for k, v in res.items()}}))
+    return res
+
+
+def _is_tty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
