@@ -132,16 +132,19 @@ def read_svhn(root: Path, download: bool) -> tuple[Split, Split]:
 
 def read_sample() -> tuple[Split, Split]:
     """The CIFAR-10 subset shipped in resnet_train/assets (see scripts/make_cifar10_sample.py)."""
-    from torchvision.io import decode_jpeg
+    import io
+
+    from PIL import Image
 
     with resources.files("resnet_train").joinpath("assets/cifar10_sample.npz").open("rb") as f:
         z = np.load(f)
 
         def load(split: str) -> Split:
-            buf = torch.from_numpy(z[f"{split}_jpeg"])
-            off = z[f"{split}_offsets"]
-            images = decode_jpeg([buf[off[i]:off[i + 1]] for i in range(len(off) - 1)])
-            return Split(torch.stack(images), torch.from_numpy(z[f"{split}_labels"]))
+            buf, off = z[f"{split}_jpeg"].tobytes(), z[f"{split}_offsets"]
+            images = np.stack([np.asarray(Image.open(io.BytesIO(buf[off[i]:off[i + 1]])).convert("RGB"))
+                               for i in range(len(off) - 1)])
+            return Split(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                         torch.from_numpy(z[f"{split}_labels"]))
 
         return load("train"), load("test")
 

@@ -1,0 +1,83 @@
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from resnet_train.config import Config, validate
+from resnet_train.models import build_model
+from resnet_train.train import make_model
+
+from .conftest import CONF
+
+GROUP_OPTIONS = [(group.name, f.stem) for group in sorted(CONF.iterdir()) if group.is_dir()
+                 for f in sorted(group.glob("*.yaml"))]
+
+
+def to_config(dict_cfg) -> Config:
+    return OmegaConf.to_object(dict_cfg)
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_config_file_composes_and_validates(compose, group, option):
+    cfg = to_config(compose(f"{group}={option}"))
+    assert isinstance(cfg, Config)
+    if cfg.data.name == "synthetic":
+        assert cfg.data.train_size and cfg.data.test_size
+    validate(cfg)
+
+
+@pytest.mark.parametrize("option", [o for g, o in GROUP_OPTIONS if g == "model"])
+def test_every_model_preset_builds(compose, option):
+    cfg = to_config(compose(f"model={option}"))
+    if cfg.model.depth > 200:  # ResNet-1202 and PreResNet-1001 build in tests/test_models.py
+        return
+    model = make_model(cfg.model, cfg.data)
+    assert model.fc.out_features == 10
+
+
+def test_design_command_lines_compose(compose):
+    cfg = to_config(compose("model=wrn_28_10", "optim=sgd"))
+    assert (cfg.model.family, cfg.model.depth, cfg.model.widen_factor) == ("wrn", 28, 10)
+    cfg = to_config(compose("model=resnet110", "model.unit=bn_after_add", "model.relu_after_add=false"))
+    assert cfg.model.unit == "bn_after_add" and cfg.model.relu_after_add is False
+    build_model(**{k: getattr(cfg.model, k) for k in ("family", "depth", "unit", "relu_after_add")})
+
+
+def test_defaults_match_he2015_cifar_recipe(compose):
+    cfg = to_config(compose())
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert cfg.train.batch_size == 128 and cfg.train.epochs == 164
+    assert cfg.sched.milestones == [82, 123] and cfg.model.shortcut == "A"
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("model.colour=red", "colour"),
+    ("model.depth=twenty", "depth"),
+    ("model=resnet21", "resnet21"),
+    ("optim=lbfgs", "lbfgs"),
+    ("train.batch_size=1.5", "batch_size"),
+])
+def test_unknown_keys_and_wrong_types_fail_at_compose(compose, override, fragment):
+    with pytest.raises(ConfigCompositionException, match=fragment):
+        compose(override)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optim.lr=0"], "optim.lr must be positive"),
+    (["optim.lr=-0.1"], "optim.lr must be positive"),
+    (["train.batch_size=0"], "train.batch_size must be positive"),
+    (["train.epochs=-1"], "train.epochs must be positive"),
+    (["train.epochs=null"], "exactly one of train.epochs and train.iterations"),
+    (["train.iterations=100"], "exactly one of train.epochs and train.iterations"),
+    (["model.dropout=1.0"], "model.dropout must lie in"),
+    (["model.unit=sideways"], "model.unit='sideways' is not valid"),
+    (["model.shortcut=D"], "model.shortcut='D' is not valid"),
+    (["data.name=mnist"], "data.name='mnist' is not valid"),
+    (["sched.name=linear"], "sched.name='linear' is not valid"),
+    (["optim.name=lbfgs"], "optim.name='lbfgs' is not valid"),
+    (["mode=eval"], "mode=eval needs a checkpoint"),
+    (["device=tpu"], "device='tpu' is not valid"),
+    (["sched.milestones=[123,82]"], "milestones must be increasing"),
+])
+def test_bad_values_fail_validation(compose, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", "\\(").replace("[", "\\[")):
+        validate(to_config(compose(*overrides)))

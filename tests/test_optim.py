@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from resnet_train.config import OptimConfig, SchedConfig
+from resnet_train.models import build_model
+from resnet_train.optim import build_optimizer, lr_at, param_groups
+
+
+def lr(step, sched, base=0.1, spe=100, total=1000):
+    return lr_at(step, base_lr=base, sched=sched, steps_per_epoch=spe, total_steps=total)
+
+
+def test_multistep_by_epochs():
+    s = SchedConfig(name="multistep", unit="epochs", milestones=[2, 5], gamma=0.1)
+    # 100 iterations per epoch: drops at iterations 200 and 500.
+    assert [lr(i, s) for i in (0, 199, 200, 499, 500, 999)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_multistep_by_iterations_he2015_with_warmup():
+    # He 2015 Sec. 4.2: 0.1, /10 at 32k and 48k; ResNet-110 warms up at 0.01 for 400 iterations.
+    s = SchedConfig(name="multistep", unit="iterations", milestones=[32000, 48000], warmup=400, warmup_lr=0.01)
+    got = [lr(i, s, spe=391, total=64000) for i in (0, 399, 400, 31999, 32000, 47999, 48000, 63999)]
+    assert got == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_linear_warmup():
+    s = SchedConfig(name="constant", warmup=4, warmup_lr=0.02, warmup_mode="linear")
+    assert [lr(i, s) for i in range(6)] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1])
+
+
+def test_step_every_n_epochs():
+    s = SchedConfig(name="step", unit="epochs", step_size=3, gamma=0.2)
+    assert [lr(i * 100, s) for i in (0, 2, 3, 5, 6, 9)] == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.0008])
+
+
+def test_cosine():
+    s = SchedConfig(name="cosine", min_lr=0.0)
+    assert [lr(i, s) for i in (0, 250, 500, 750, 1000)] == pytest.approx([0.1, 0.085355339, 0.05, 0.014644661, 0.0])
+
+
+def test_weight_decay_groups():
+    model = build_model(depth=8)
+    everything = param_groups(model, 1e-4, decay_bn_and_bias=True)
+    assert len(everything) == 1 and len(everything[0]["params"]) == len(list(model.parameters()))
+    split = param_groups(model, 1e-4, decay_bn_and_bias=False)
+    assert split[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in split[1]["params"])
+    assert all(p.ndim > 1 for p in split[0]["params"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad", "adadelta"])
+def test_every_optimizer_builds_and_steps(name):
+    model = build_model(depth=8)
+    opt = build_optimizer(model, OptimConfig(name=name, lr=0.01, nesterov=name == "sgd"))
+    before = model.fc.weight.detach().clone()
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    opt.step()
+    assert not torch.equal(before, model.fc.weight)
+    expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
+                "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}[name]
+    assert isinstance(opt, expected)
