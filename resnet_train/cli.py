@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError
@@ -20,7 +22,7 @@ USER_ERRORS = (ValueError, DataError, CheckpointError, DivergenceError, Permissi
 
 
 class UserError(CompactHydraException):
-    """Printed by Hydra as one line, with exit code 1; in a multirun only its job fails."""
+    """In a multirun, fails only its own job; Hydra prints it after the sweep, one line per job."""
 
 
 @hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
@@ -39,7 +41,12 @@ def main(dict_cfg: DictConfig) -> dict | None:
     except USER_ERRORS as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        raise UserError(f"resnet-train: error: {exc}") from None
+        message = f"resnet-train: error: {exc}"
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise UserError(message) from None
+        # A single run ends here with one line; SystemExit passes Hydra's job wrapper untouched.
+        print(message, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
 from .data import build_datasets, make_loader
 from .engine import evaluate, train_epoch
 from .metrics import RunLogger, flatten
-from .models import ResNet, build_model
+from .models import ResNet, build_model, check_model_args, default_unit
 from .models.summary import count_params, model_summary
 from .optim import build_optimizer, lr_at
 
@@ -46,9 +46,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _model_args(model_cfg: ModelConfig) -> dict[str, Any]:
+    return {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig)}
+
+
+def check_model(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
+    """Fails on an invalid model before any data is read or memory spent."""
+    args = _model_args(model_cfg)
+    args.pop("zero_init_residual")
+    check_model_args(num_classes=data_cfg.num_classes, **args)
+
+
 def make_model(model_cfg: ModelConfig, data_cfg: DataConfig) -> ResNet:
-    fields = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig)}
-    return build_model(num_classes=data_cfg.num_classes, **fields)
+    return build_model(num_classes=data_cfg.num_classes, **_model_args(model_cfg))
 
 
 def describe(cfg: Config) -> dict[str, Any]:
@@ -56,7 +66,7 @@ def describe(cfg: Config) -> dict[str, Any]:
     m = cfg.model
     model = make_model(m, cfg.data)
     info = model_summary(model, cfg.data.image_size)
-    unit = m.unit or ("original" if m.family == "resnet" else "full_preact")
+    unit = m.unit or default_unit(m.family)
     info = {"family": m.family, "depth": m.depth, "block": m.block, "unit": unit, "shortcut": m.shortcut,
             "widen_factor": m.widen_factor, **info}
     print(f"model       {m.family}-{m.depth} ({m.block} blocks, {unit} unit, shortcut {m.shortcut}, "
@@ -114,6 +124,7 @@ def _plan(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
 def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary."""
     run_dir = Path(run_dir)
+    check_model(cfg.model, cfg.data)
     device = resolve_device(cfg.device)
     config_dict = asdict(cfg)
     resume_from = _resume_path(cfg.resume, run_dir)

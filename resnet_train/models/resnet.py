@@ -147,20 +147,15 @@ def _units_per_stage(family: str, stem: str, block: str, depth: int) -> tuple[in
     return (n, n, n)
 
 
-def build_model(family: str = "resnet", depth: int = 20, *, num_classes: int = 10, block: str = "basic",
-                stem: str = "cifar", unit: str | None = None, relu_after_add: bool | None = None,
-                shortcut: str = "A", widen_factor: int = 1, dropout: float = 0.0,
-                zero_init_residual: bool = False) -> ResNet:
-    """Build any network of the model space.
+def default_unit(family: str) -> str:
+    return "original" if family == "resnet" else "full_preact"
 
-    family: resnet (He 2015), preresnet (He 2016) or wrn (Zagoruyko & Komodakis 2016). The
-        family sets the depth rule and the default unit: original for resnet, full_preact for
-        preresnet and wrn. wrn widens the CIFAR stages to 16k, 32k, 64k.
-    unit: one of Identity Mappings Table 2's units (see blocks.py); None takes the family's.
-    relu_after_add: the Torch blog's switch; None means the unit's own definition (on for
-        original and bn_after_add, absent in the others).
-    shortcut: A (pad), B (project where the shape changes) or C (project everywhere).
-    """
+
+def check_model_args(family: str, depth: int, *, num_classes: int, block: str, stem: str, unit: str | None,
+                     relu_after_add: bool | None, shortcut: str, widen_factor: int, dropout: float
+                     ) -> tuple[int, ...]:
+    """Rejects every invalid combination with a ValueError that names the rule, without building
+    anything; returns the units per stage."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     if stem not in STEMS:
@@ -175,13 +170,32 @@ def build_model(family: str = "resnet", depth: int = 20, *, num_classes: int = 1
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    unit = unit or ("original" if family == "resnet" else "full_preact")
-    if unit not in UNITS:
+    if unit is not None and unit not in UNITS:
         raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
-    if unit in PRE_ACTIVATION_UNITS and relu_after_add:
+    unit = unit or default_unit(family)
+    if relu_after_add and unit not in ("original", "bn_after_add"):
         raise ValueError(f"unit {unit} has no ReLU after the addition; leave relu_after_add unset")
+    return _units_per_stage(family, stem, block, depth)
 
-    units = _units_per_stage(family, stem, block, depth)
+
+def build_model(family: str = "resnet", depth: int = 20, *, num_classes: int = 10, block: str = "basic",
+                stem: str = "cifar", unit: str | None = None, relu_after_add: bool | None = None,
+                shortcut: str = "A", widen_factor: int = 1, dropout: float = 0.0,
+                zero_init_residual: bool = False) -> ResNet:
+    """Build any network of the model space.
+
+    family: resnet (He 2015), preresnet (He 2016) or wrn (Zagoruyko & Komodakis 2016). The
+        family sets the depth rule and the default unit: original for resnet, full_preact for
+        preresnet and wrn. wrn widens the CIFAR stages to 16k, 32k, 64k.
+    unit: one of Identity Mappings Table 2's units (see blocks.py); None takes the family's.
+    relu_after_add: the Torch blog's switch; None means the unit's own definition (on for
+        original and bn_after_add, absent in the others).
+    shortcut: A (pad), B (project where the shape changes) or C (project everywhere).
+    """
+    units = check_model_args(family, depth, num_classes=num_classes, block=block, stem=stem, unit=unit,
+                             relu_after_add=relu_after_add, shortcut=shortcut, widen_factor=widen_factor,
+                             dropout=dropout)
+    unit = unit or default_unit(family)
     shape = BLOCK_SHAPES[block]
     if stem == "cifar":
         stem_channels, base_widths = 16, (16, 32, 64)

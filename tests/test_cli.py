@@ -1,0 +1,119 @@
+"""The real command, in a subprocess, on the shipped real data."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from .conftest import run_cli
+
+TINY = ["data=cifar10_sample", "data.train_size=512", "data.test_size=200", "data.num_workers=0",
+        "model.depth=8", "train.batch_size=64", "train.eval_batch_size=100", "sched.milestones=[1]"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    run = work / "run"
+    proc = run_cli(*TINY, "train.epochs=2", f"hydra.run.dir={run}", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    return run, proc
+
+
+def scalar_tags(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    return acc
+
+
+def test_end_to_end_run_writes_the_run_folder(trained):
+    run, proc = trained
+    for name in ("metrics.jsonl", "summary.json", "last.pt", "best.pt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[0]["lr"] == pytest.approx(0.1) and records[1]["lr"] == pytest.approx(0.01)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_test_err"] == records[-1]["test_err"]
+    assert summary["best_test_err"] == min(r["test_err"] for r in records)
+    assert summary["params"] > 70_000 and summary["img_per_s"] > 0 and summary["wall_time_s"] > 0
+    assert "train.epochs=2" in summary["overrides"]
+    # A real model on real images learns something in two epochs of 512 images.
+    assert records[-1]["train_err"] < 90.0
+    acc = scalar_tags(run)
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/err", "test/loss", "test/err", "lr", "perf/img_per_s", "perf/epoch_s"):
+        assert tag in tags, tag
+        assert [e.step for e in acc.Scalars(tag)] == [1, 2]
+    assert "hparams/final_test_err" in tags
+    assert acc.Scalars("test/err")[-1].value == pytest.approx(records[-1]["test_err"])
+    assert len(list((run / "tb").iterdir())) == 1  # one event folder per run, HParams included
+
+
+def test_hparams_are_in_the_run_event_file(trained):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run, _ = trained
+    acc = scalar_tags(run)
+    content = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in content
+    info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert info.hparams["model.depth"].number_value == 8
+    assert info.hparams["optim.name"].string_value == "sgd"
+
+
+def test_eval_mode_reproduces_the_final_test_error(trained, tmp_path):
+    run, _ = trained
+    proc = run_cli("mode=eval", f"ckpt={run / 'last.pt'}", "data=cifar10_sample", "data.test_size=200",
+                   "data.num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert result["test_err"] == pytest.approx(summary["final_test_err"])
+
+
+def test_checkpoint_loads_with_weights_only(trained):
+    run, _ = trained
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["model"]["depth"] == 8
+    assert {"python", "numpy", "torch", "cuda"} <= set(state["rng"])
+
+
+def test_multirun_sweep_makes_one_folder_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "optim=sgd,adam", *TINY, "data.train_size=128", "data.test_size=100", "train.epochs=1",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summaries = sorted(sweep.glob("*/summary.json"))
+    assert len(summaries) == 2
+    assert sorted(json.loads(p.read_text())["overrides"][0] for p in summaries) == ["optim=adam", "optim=sgd"]
+    assert all(len(list(p.parent.joinpath("tb").iterdir())) == 1 for p in summaries)
+
+
+def test_info_mode_prints_figures_and_a_json_last_line(tmp_path):
+    proc = run_cli("mode=info", "model=resnet110", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"params", "macs", "num_classes", "image_size"} <= set(info)
+    assert info["num_classes"] == 10 and info["image_size"] == 32
+    assert abs(info["params"] - 1.7e6) / 1.7e6 < 0.02 and abs(info["macs"] - 253e6) / 253e6 < 0.03
+    assert "stage 3     output 64 x 8 x 8" in proc.stdout
+
+
+def test_bad_input_is_one_line_and_exit_1(tmp_path):
+    proc = run_cli("model=resnet20", "model.depth=21", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["resnet-train: error: resnet depth with basic blocks on CIFAR must be 6n+2 (n >= 1); "
+                     "got 21 (nearest valid: 20 or 26)"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses the console script path of a Linux venv")
+def test_console_script_is_installed():
+    from pathlib import Path
+    script = Path(sys.executable).parent / "resnet-train"
+    assert script.is_file()
