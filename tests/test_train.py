@@ -1,0 +1,102 @@
+"""train(cfg) without Hydra: resume equivalence and checkpoint errors."""
+
+import json
+
+import pytest
+import torch
+
+from resnet_train.checkpoint import CheckpointError, load_checkpoint
+from resnet_train.config import Config, DataConfig, ModelConfig, SchedConfig, TrainConfig
+from resnet_train.train import evaluate_checkpoint, train
+
+
+def tiny(epochs=2, **overrides) -> Config:
+    cfg = Config(data=DataConfig(name="cifar10_sample", train_size=256, test_size=100, num_workers=0),
+                 model=ModelConfig(depth=8, dropout=0.1), sched=SchedConfig(milestones=[1]),
+                 train=TrainConfig(epochs=epochs, batch_size=64, eval_batch_size=100, progress=False))
+    for key, value in overrides.items():
+        section, _, leaf = key.partition(".")
+        setattr(getattr(cfg, section), leaf, value) if leaf else setattr(cfg, section, value)
+    return cfg
+
+
+def strip_timing(records):
+    return [{k: v for k, v in r.items() if not k.startswith("perf")} for r in records]
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    straight = train(tiny(epochs=2), tmp_path / "straight")
+    train(tiny(epochs=1), tmp_path / "first")
+    resumed = train(tiny(epochs=2, resume=str(tmp_path / "first" / "last.pt")), tmp_path / "second")
+
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "second" / "last.pt")
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert a["history"] == b["history"]
+    assert straight["final_test_err"] == resumed["final_test_err"]
+    lines = lambda run: [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert lines("straight") == lines("second")  # the resumed folder carries the whole history
+    assert len(a["optimizer"]["state"]) == len(b["optimizer"]["state"])
+    for idx, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][idx]["momentum_buffer"])
+
+
+def test_resume_auto_starts_fresh_then_continues(tmp_path):
+    run = tmp_path / "run"
+    first = train(tiny(epochs=1, resume="auto"), run)
+    assert first["epochs"] == 1
+    second = train(tiny(epochs=2, resume="auto"), run)
+    assert second["epochs"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_resume_from_missing_path_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train(tiny(resume=str(tmp_path / "nope.pt")), tmp_path / "run")
+
+
+def test_resume_with_a_different_model_names_each_key(tmp_path):
+    train(tiny(epochs=1), tmp_path / "a")
+    cfg = tiny(epochs=2, resume=str(tmp_path / "a" / "last.pt"))
+    cfg.model.unit, cfg.optim.lr = "bn_after_add", 0.05
+    with pytest.raises(CheckpointError, match=r"model\.unit \(None -> 'bn_after_add'\); optim\.lr \(0\.1 -> 0\.05\)"):
+        train(cfg, tmp_path / "b")
+
+
+def test_eval_rejects_files_that_are_not_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        evaluate_checkpoint(tiny(mode="eval", ckpt=str(bad)))
+    torch.save({"weights": torch.zeros(3)}, bad)
+    with pytest.raises(CheckpointError, match="not a resnet-train checkpoint"):
+        evaluate_checkpoint(tiny(mode="eval", ckpt=str(bad)))
+
+
+def test_eval_rejects_a_truncated_checkpoint(tmp_path):
+    train(tiny(epochs=1), tmp_path / "run")
+    data = (tmp_path / "run" / "last.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        evaluate_checkpoint(tiny(mode="eval", ckpt=str(cut)))
+
+
+def test_eval_rejects_a_checkpoint_for_other_classes(tmp_path):
+    train(tiny(epochs=1), tmp_path / "run")
+    cfg = tiny(mode="eval", ckpt=str(tmp_path / "run" / "last.pt"))
+    cfg.data = DataConfig(name="synthetic", num_classes=100, train_size=8, test_size=8, num_workers=0)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        evaluate_checkpoint(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")
+def test_cuda_without_gpu_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="device=cuda but no CUDA GPU"):
+        train(tiny(device="cuda"), tmp_path / "run")
+
+
+def test_iterations_define_the_length(tmp_path):
+    out = train(tiny(epochs=None, **{"train.iterations": 6}), tmp_path / "run")
+    # 256 images at batch 64: 4 iterations per epoch, so 6 iterations end mid-way through epoch 2.
+    assert out["steps"] == 6 and out["epochs"] == 2
