@@ -33,6 +33,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        kept = f"; the previous {path.name} is intact" if path.exists() else ""
+        raise CheckpointError(f"could not write {path} ({exc.strerror or exc}){kept}. Free space or choose "
+                              f"another folder with hydra.run.dir=..., then resume") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,6 +15,7 @@ from .checkpoint import CheckpointError
 from .config import Config, register_configs, validate
 from .data import DataError
 from .engine import DivergenceError
+from .interrupt import Interrupted
 
 register_configs()
 
@@ -26,7 +27,7 @@ class UserError(CompactHydraException):
 
 
 @hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
-def main(dict_cfg: DictConfig) -> dict | None:
+def hydra_main(dict_cfg: DictConfig) -> dict | None:
     from .train import describe, evaluate_checkpoint, train
 
     cfg: Config = OmegaConf.to_object(dict_cfg)
@@ -38,6 +39,10 @@ def main(dict_cfg: DictConfig) -> dict | None:
             return evaluate_checkpoint(cfg)
         hydra_cfg = HydraConfig.get()
         return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+    except Interrupted as exc:
+        # The whole process stops, a sweep included: the signal was meant for it (e.g. preemption).
+        print(f"resnet-train: {exc}", file=sys.stderr, flush=True)
+        sys.exit(128 + exc.signum)
     except USER_ERRORS as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -47,6 +52,32 @@ def main(dict_cfg: DictConfig) -> dict | None:
         # A single run ends here with one line; SystemExit passes Hydra's job wrapper untouched.
         print(message, file=sys.stderr)
         sys.exit(1)
+
+
+def _unwritable_output(argv: list[str]) -> str | None:
+    """Hydra creates the run folder before any of our code runs and fails with a traceback when
+    it cannot; this check names the folder instead."""
+    folder = "outputs"
+    for arg in argv:
+        for key in ("hydra.run.dir=", "hydra.sweep.dir="):
+            if arg.startswith(key):
+                folder = arg[len(key):]
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        return f"cannot create the output folder {folder}: {path} is a file"
+    if not os.access(path, os.W_OK):
+        return f"cannot write the output folder {folder}: {path} is not writable"
+    return None
+
+
+def main() -> None:
+    problem = _unwritable_output(sys.argv[1:])
+    if problem:
+        print(f"resnet-train: error: {problem}; choose another with hydra.run.dir=...", file=sys.stderr)
+        sys.exit(1)
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from .config import DataConfig
@@ -31,15 +31,73 @@ class Split:
 
 
 class TensorImages(Dataset):
-    def __init__(self, split: Split, transform):
+    def __init__(self, split: Split):
         self.split = split
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.split.labels)
 
     def __getitem__(self, i: int):
-        return self.transform(self.split.images[i]), int(self.split.labels[i])
+        return self.split.images[i], int(self.split.labels[i])
+
+
+class Transformed(Dataset):
+    """Applies `transform` to each (image, label) of `base`. With `seed` set, each sample's
+    random augmentation is drawn from a generator seeded by (seed, epoch, index) alone, so it
+    does not depend on the number of loader workers, on which worker takes the sample, or on
+    where in the epoch a resumed run starts."""
+
+    def __init__(self, base: Dataset, transform, seed: int | None = None):
+        self.base = base
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        image, label = self.base[i]
+        if self.seed is None:
+            return self.transform(image), label
+        # torchvision's transforms draw from the default CPU generator: seed it for this sample
+        # and give it back its state (torch.manual_seed and fork_rng cost 100x more).
+        gen = torch.default_generator
+        saved = gen.get_state()
+        gen.manual_seed(_mix(self.seed, self.epoch, i))
+        try:
+            return self.transform(image), label
+        finally:
+            gen.set_state(saved)
+
+
+def _mix(*values: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled order fixed by (seed, epoch), which can start part-way through an epoch."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """start: samples of this epoch's order already consumed (a resumed run skips them)."""
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=g)[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.size - self.start
 
 
 # ---------------------------------------------------------------- readers
@@ -207,13 +265,13 @@ class Datasets:
     num_classes: int
 
 
-def _image_folder(path: Path, transform):
+def _image_folder(path: Path):
     from torchvision.datasets import ImageFolder
 
     if not path.is_dir():
         raise _missing("image folder", path, can_download=False)
     try:
-        return ImageFolder(str(path), transform=transform)
+        return ImageFolder(str(path))
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"cannot read the image folder {path}: {exc}") from exc
 
@@ -221,15 +279,16 @@ def _image_folder(path: Path, transform):
 def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
     root = Path(cfg.root).expanduser()
     if cfg.name == "imagefolder":
-        train = _image_folder(root / "train", train_transform(cfg))
-        test = _image_folder(root / "val", eval_transform(cfg))
+        train = _image_folder(root / "train")
+        test = _image_folder(root / "val")
         if len(train.classes) != cfg.num_classes or test.classes != train.classes:
             raise DataError(f"{root} has {len(train.classes)} class folders in train/ and {len(test.classes)} in val/, "
                             f"but data.num_classes={cfg.num_classes}; make them agree (e.g. data.num_classes="
                             f"{len(train.classes)})")
         if cfg.val_size:
             raise DataError("data.val_size works for in-memory datasets; an image folder has its own val/")
-        return Datasets(train, {"test": test}, cfg.num_classes)
+        test = Transformed(test, eval_transform(cfg))
+        return Datasets(Transformed(train, train_transform(cfg), seed), {"test": test}, cfg.num_classes)
 
     if cfg.name in _CIFAR:
         train, test = read_cifar(cfg.name, root, cfg.download)
@@ -249,12 +308,12 @@ def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
     evals = {"test": test}
     if cfg.val_size:
         train, evals["val"] = hold_out(train, cfg.val_size)
-    return Datasets(TensorImages(train, train_transform(cfg)),
-                    {k: TensorImages(v, eval_transform(cfg)) for k, v in evals.items()}, cfg.num_classes)
+    return Datasets(Transformed(TensorImages(train), train_transform(cfg), seed),
+                    {k: Transformed(TensorImages(v), eval_transform(cfg)) for k, v in evals.items()}, cfg.num_classes)
 
 
 def _seed_worker(_worker_id: int) -> None:
-    # torch seeds each worker from the loader's generator; numpy and random follow it.
+    # torch seeds each worker; numpy and random follow it, for any code that draws from them.
     import random
 
     seed = torch.initial_seed() % 2**32
@@ -262,9 +321,11 @@ def _seed_worker(_worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, train: bool, num_workers: int, pin_memory: bool,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """Training loaders shuffle with `generator`; reseeding it each epoch fixes both the order
-    and the workers' augmentation seeds, which makes resuming exact."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator, num_workers=num_workers,
-                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=False)
+def make_loader(dataset: Dataset, batch_size: int, *, num_workers: int, pin_memory: bool,
+                sampler: EpochSampler | None = None) -> DataLoader:
+    """A training loader takes an EpochSampler; an evaluation loader keeps the stored order.
+    Each loader has its own generator: otherwise every new epoch's iterator draws its workers'
+    base seed from the global RNG, and a run resumed mid-epoch would see other dropout masks."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(0))

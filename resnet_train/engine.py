@@ -1,15 +1,15 @@
 """One training epoch and one evaluation pass.
 
-Running sums stay on the device: the loop reads them back only at a progress refresh and at
-the end of the epoch, so a GPU never waits on the host inside the refresh interval.
+Running sums stay on the device; the loop reads them back only when it checks for divergence
+(every step on CPU, every `check_every` steps on a GPU) and at the end of the epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +22,22 @@ class DivergenceError(Exception):
 
 
 @dataclass
-class EpochResult:
-    loss: float
-    err: float  # percent
-    images: int
-    steps: int
-    seconds: float
+class EpochTotals:
+    """Sums over the batches of one epoch so far; a checkpoint taken mid-epoch stores them."""
+
+    loss_sum: float = 0.0  # sum of per-image losses
+    wrong: int = 0
+    images: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.images, 1)
+
+    @property
+    def err(self) -> float:  # percent
+        return 100.0 * self.wrong / max(self.images, 1)
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -42,25 +52,29 @@ def _to(batch, device: torch.device):
 
 
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
-                lr_fn: Callable[[int], float], start_step: int, max_steps: int, device: torch.device,
-                amp: bool = False, progress: bool = False, desc: str = "train", refresh_every: int = 50
-                ) -> EpochResult:
-    """Trains over `batches` from iteration start_step until the batches end or max_steps is
-    reached. The LR is set from lr_fn before each step."""
+                lr_fn: Callable[[int], float], step: int, max_steps: int, device: torch.device,
+                totals: EpochTotals | None = None, amp: bool = False, progress: bool = False,
+                desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False
+                ) -> tuple[EpochTotals, bool]:
+    """Trains over `batches` from global iteration `step` until the batches end, max_steps is
+    reached, or stop() turns true after a step. Returns the epoch's totals (continuing `totals`)
+    and whether stop() ended it early. The LR is set from lr_fn before each step."""
     model.train()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
-    images = 0
-    step = start_step
+    totals = totals or EpochTotals()
+    loss_sum = torch.tensor(totals.loss_sum, device=device, dtype=torch.float64)
+    wrong = torch.tensor(totals.wrong, device=device, dtype=torch.int64)
+    first_bad = torch.tensor(-1, device=device)
+    images, steps = totals.images, totals.steps
+    check_every = 1 if device.type == "cpu" else check_every
+    stopped = False
     t0 = time.perf_counter()
-    total = getattr(batches, "__len__", None) and min(len(batches), max_steps - start_step)
-    bar = tqdm(batches, total=total, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(batches, total=min(len(batches), max_steps - step), desc=desc, leave=False, disable=not progress,
+               dynamic_ncols=True)
     for batch in bar:
         if step >= max_steps:
             break
-        lr = lr_fn(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_fn(step)
         x, y = _to(batch, device)
         with _autocast(device, amp):
             logits = model(x)
@@ -68,28 +82,34 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        n = y.shape[0]
-        loss_sum += loss.detach().double() * n
+        loss = loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+        loss_sum += loss.double() * y.shape[0]
         wrong += (logits.detach().argmax(1) != y).sum()
-        images += n
+        images += y.shape[0]
+        steps += 1
         step += 1
-        if step % refresh_every == 0:
-            _check_finite(loss_sum, step, lr)
-            bar.set_postfix(loss=f"{loss_sum.item() / images:.3f}", lr=f"{lr:.3g}", refresh=False)
-    if images:
-        _check_finite(loss_sum, step, optimizer.param_groups[0]["lr"])
-    seconds = time.perf_counter() - t0
+        if steps % check_every == 0:
+            _check_finite(first_bad, lr_fn)
+            bar.set_postfix(loss=f"{loss_sum.item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}", refresh=False)
+        if stop():
+            stopped = True
+            break
+    _check_finite(first_bad, lr_fn)
     bar.close()
-    return EpochResult(loss=loss_sum.item() / max(images, 1), err=100.0 * wrong.item() / max(images, 1),
-                       images=images, steps=step - start_step, seconds=seconds)
+    out = EpochTotals(loss_sum=loss_sum.item(), wrong=int(wrong.item()), images=images, steps=steps,
+                      seconds=totals.seconds + time.perf_counter() - t0)
+    return out, stopped
 
 
-def _check_finite(loss_sum: torch.Tensor, step: int, lr: float) -> None:
-    if not torch.isfinite(loss_sum):
+def _check_finite(first_bad: torch.Tensor, lr_fn: Callable[[int], float]) -> None:
+    bad = int(first_bad.item())
+    if bad >= 0:
         raise DivergenceError(
-            f"the training loss became NaN or infinite by iteration {step} (learning rate {lr:g}). Likely causes: a "
-            f"learning rate too high for this model and batch size, no warm-up on a deep net (try sched.warmup=400), "
-            f"or bf16 overflow (try train.amp=false)")
+            f"the training loss became NaN or infinite at iteration {bad} (learning rate {lr_fn(bad):g}); the run "
+            f"stops here and last.pt keeps the last finished epoch. Likely causes: a learning rate too high for this "
+            f"model and batch size, no warm-up on a very deep net (try sched.warmup=400), or bf16 overflow "
+            f"(try train.amp=false)")
 
 
 @torch.no_grad()

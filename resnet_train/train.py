@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict
 from functools import partial
@@ -15,12 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from .checkpoint import CheckpointError
 from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
-from .data import build_datasets, make_loader
-from .engine import evaluate, train_epoch
+from .data import EpochSampler, build_datasets, make_loader
+from .engine import EpochTotals, evaluate, train_epoch
+from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger, flatten
 from .models import ResNet, build_model, check_model_args, default_unit
 from .models.summary import count_params, model_summary
@@ -121,9 +124,18 @@ def _plan(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     return t.epochs, t.epochs * steps_per_epoch
 
 
+def _resume_hint(overrides: list[str], path: Path) -> str:
+    kept = [o for o in overrides if not o.startswith("resume=")]
+    return " ".join(["resnet-train", *kept, f"resume={path}"])
+
+
 def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary."""
+    """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary.
+
+    Raises Interrupted after saving last.pt when a stop signal arrives, DivergenceError when the
+    loss stops being finite."""
     run_dir = Path(run_dir)
+    overrides = list(overrides or [])
     check_model(cfg.model, cfg.data)
     device = resolve_device(cfg.device)
     config_dict = asdict(cfg)
@@ -132,12 +144,11 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
 
     data = build_datasets(cfg.data, cfg.seed)
     pin = device.type == "cuda"
-    shuffle_gen = torch.Generator()
-    train_loader = make_loader(data.train, cfg.train.batch_size, train=True, num_workers=cfg.data.num_workers,
-                               pin_memory=pin, generator=shuffle_gen)
-    eval_loaders = {name: make_loader(ds, cfg.train.eval_batch_size, train=False,
-                                      num_workers=cfg.data.num_workers, pin_memory=pin)
-                    for name, ds in data.evals.items()}
+    sampler = EpochSampler(len(data.train), cfg.seed)
+    train_loader = make_loader(data.train, cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
+                               sampler=sampler)
+    eval_loaders = {name: make_loader(ds, cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
+                                      pin_memory=pin) for name, ds in data.evals.items()}
     model = make_model(cfg.model, cfg.data).to(device)
     optimizer = build_optimizer(model, cfg.optim)
     steps_per_epoch = len(train_loader)
@@ -145,7 +156,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
     lr_fn = partial(lr_at, base_lr=cfg.optim.lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
                     total_steps=total_steps)
 
-    start_epoch, step, history = 0, 0, []
+    epoch, step, history, partial_epoch = 0, 0, [], EpochTotals()
     best: dict[str, Any] = {"err": None, "epoch": None}
     train_seconds, train_images = 0.0, 0
     if resume_from is not None:
@@ -153,68 +164,73 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
         check_resume_config(state["config"], config_dict)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        partial_epoch = EpochTotals(**state["epoch_totals"])
         train_seconds, train_images = state["train_seconds"], state["train_images"]
         ckpt_io.set_rng_state(state["rng"])
-        print(f"resumed from {resume_from} at epoch {start_epoch}, iteration {step}")
+        print(f"resumed from {resume_from} at epoch {epoch + 1}, iteration {step}", flush=True)
+
+    def snapshot(totals: EpochTotals) -> dict[str, Any]:
+        return {"format": ckpt_io.FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "step": step, "epoch_totals": asdict(totals), "best": best, "history": history,
+                "rng": ckpt_io.rng_state(), "train_seconds": train_seconds, "train_images": train_images,
+                "config": config_dict}
 
     logger = RunLogger(run_dir, history)
     select = "val" if "val" in eval_loaders else "test"
     top5 = data.num_classes >= 100
+    progress = cfg.train.progress and sys.stderr.isatty()
     wall0 = time.perf_counter()
+    epochs_bar = tqdm(total=num_epochs, initial=epoch, desc="epochs", disable=not progress, dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch, num_epochs):
-            if step >= total_steps:
-                break
-            # The shuffle order and the loader workers' seeds depend on (seed, epoch) only.
-            shuffle_gen.manual_seed(cfg.seed * 100_003 + epoch)
-            result = train_epoch(model, train_loader, optimizer, lr_fn=lr_fn, start_step=step,
-                                 max_steps=total_steps, device=device, amp=cfg.train.amp,
-                                 progress=cfg.train.progress and _is_tty(),
-                                 desc=f"epoch {epoch + 1}/{num_epochs}")
-            step += result.steps
-            train_seconds += result.seconds
-            train_images += result.images
-            done = epoch + 1
-            scalars = {"train/loss": result.loss, "train/err": result.err, "lr": lr_fn(max(step - 1, 0)),
-                       "perf/img_per_s": result.images / result.seconds, "perf/epoch_s": result.seconds}
-            record: dict[str, Any] = {"epoch": done, "step": step, "lr": scalars["lr"],
-                                      "train_loss": result.loss, "train_err": result.err}
-            last = done == num_epochs or step >= total_steps
-            if done % cfg.train.eval_every == 0 or last:
-                for name, loader in eval_loaders.items():
-                    res = evaluate(model, loader, device=device, amp=cfg.train.amp, top5=top5)
-                    for k, v in res.items():
-                        scalars[f"{name}/{k}"] = v
-                        record[f"{name}_{k}"] = v
-                if best["err"] is None or record[f"{select}_err"] < best["err"]:
-                    best = {"err": record[f"{select}_err"], "epoch": done}
-                    if "val" in eval_loaders:
-                        best["test_err"] = record["test_err"]
-                    improved = True
-                else:
-                    improved = False
-                history.append(record)
-                logger.record(record)
-            else:
+        with GracefulStop() as stop:
+            while epoch < num_epochs and step < total_steps:
+                sampler.set_epoch(epoch, start=partial_epoch.steps * cfg.train.batch_size)
+                data.train.set_epoch(epoch)
+                epoch_start_step = step - partial_epoch.steps
+                totals, stopped = train_epoch(model, train_loader, optimizer, lr_fn=lr_fn, step=step,
+                                              max_steps=total_steps, device=device, totals=partial_epoch,
+                                              amp=cfg.train.amp, progress=progress, stop=stop,
+                                              desc=f"epoch {epoch + 1}/{num_epochs}")
+                step = epoch_start_step + totals.steps
+                if stopped and totals.steps < steps_per_epoch and step < total_steps:
+                    ckpt_io.save_checkpoint(snapshot(totals), run_dir / "last.pt")
+                    raise Interrupted(_interrupted(stop.name, epoch, step, run_dir, overrides), stop.signum)
+                epoch += 1
+                partial_epoch = EpochTotals()
+                train_seconds += totals.seconds
+                train_images += totals.images
+                scalars = {"train/loss": totals.loss, "train/err": totals.err, "lr": lr_fn(step - 1),
+                           "perf/img_per_s": totals.images / totals.seconds, "perf/epoch_s": totals.seconds}
                 improved = False
-            logger.scalars(scalars, done)
-            state = {"format": ckpt_io.FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "epoch": done, "step": step, "best": best, "history": history, "rng": ckpt_io.rng_state(),
-                     "train_seconds": train_seconds, "train_images": train_images, "config": config_dict}
-            ckpt_io.save_checkpoint(state, run_dir / "last.pt")
-            if improved:
-                ckpt_io.save_checkpoint(state, run_dir / "best.pt")
-            if history and history[-1]["epoch"] == done:
-                print(f"epoch {done}/{num_epochs}  train err {result.err:.2f}%  {select} err "
-                      f"{record[f'{select}_err']:.2f}%  ({result.images / result.seconds:.0f} img/s)", flush=True)
+                if epoch % cfg.train.eval_every == 0 or epoch == num_epochs or step >= total_steps:
+                    record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": scalars["lr"],
+                                              "train_loss": totals.loss, "train_err": totals.err}
+                    for name, loader in eval_loaders.items():
+                        for k, v in evaluate(model, loader, device=device, amp=cfg.train.amp, top5=top5).items():
+                            scalars[f"{name}/{k}"] = record[f"{name}_{k}"] = v
+                    improved = best["err"] is None or record[f"{select}_err"] < best["err"]
+                    if improved:
+                        best = {"err": record[f"{select}_err"], "epoch": epoch, "test_err": record["test_err"]}
+                    history.append(record)
+                    logger.record(record)
+                    _report(epochs_bar, record, select, totals)
+                logger.scalars(scalars, epoch)
+                epochs_bar.update(1)
+                state = snapshot(EpochTotals())
+                ckpt_io.save_checkpoint(state, run_dir / "last.pt")
+                if improved:
+                    ckpt_io.save_checkpoint(state, run_dir / "best.pt")
+                if stop() and epoch < num_epochs and step < total_steps:
+                    raise Interrupted(_interrupted(stop.name, epoch, step, run_dir, overrides), stop.signum)
     finally:
+        epochs_bar.close()
         logger.writer.flush()
 
     final = history[-1] if history else {}
     summary = {
         "status": "completed",
-        "overrides": list(overrides or []),
+        "overrides": overrides,
         "experiment": cfg.experiment,
         "model": f"{cfg.model.family}-{cfg.model.depth}",
         "data": cfg.data.name,
@@ -223,10 +239,9 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
         "epochs": final.get("epoch", 0),
         "steps": step,
         "final_test_err": final.get("test_err"),
-        "best_err": best["err"],
+        "best_test_err": best.get("test_err"),
         "best_epoch": best["epoch"],
         "best_on": select,
-        "best_test_err": best.get("test_err", best["err"]) if select == "val" else best["err"],
         "wall_time_s": time.perf_counter() - wall0,
         "img_per_s": train_images / train_seconds if train_seconds else None,
     }
@@ -237,6 +252,16 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
     logger.summary(summary)
     logger.close()
     return summary
+
+
+def _report(bar: tqdm, record: dict[str, Any], select: str, totals: EpochTotals) -> None:
+    bar.write(f"epoch {record['epoch']}  train err {totals.err:.2f}%  {select} err {record[f'{select}_err']:.2f}%  "
+              f"({totals.images / totals.seconds:.0f} img/s)", file=sys.stdout)
+
+
+def _interrupted(signame: str, epoch: int, step: int, run_dir: Path, overrides: list[str]) -> str:
+    return (f"interrupted by {signame} in epoch {epoch + 1} at iteration {step}; the state is saved in "
+            f"{run_dir / 'last.pt'}. Resume with: {_resume_hint(overrides, run_dir / 'last.pt')}")
 
 
 def evaluate_checkpoint(cfg: Config) -> dict[str, float]:
@@ -251,8 +276,8 @@ def evaluate_checkpoint(cfg: Config) -> dict[str, float]:
         raise CheckpointError(f"{cfg.ckpt} does not fit its model config ({str(exc).splitlines()[0]})") from exc
     model.to(device)
     data = build_datasets(cfg.data, cfg.seed)
-    loader = make_loader(data.evals["test"], cfg.train.eval_batch_size, train=False,
-                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(data.evals["test"], cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
+                         pin_memory=device.type == "cuda")
     res = evaluate(model, loader, device=device, amp=cfg.train.amp, top5=data.num_classes >= 100)
     saved_data = state["config"]["data"]["name"]
     if saved_data != cfg.data.name:
@@ -260,9 +285,3 @@ def evaluate_checkpoint(cfg: Config) -> dict[str, float]:
     print(f"{cfg.ckpt}: epoch {state['epoch']}, test loss {res['loss']:.4f}, test err {res['err']:.2f}%")
     print(json.dumps({"ckpt": str(cfg.ckpt), "epoch": state["epoch"], **{f"test_{k}": v for k, v in res.items()}}))
     return res
-
-
-def _is_tty() -> bool:
-    import sys
-
-    return sys.stderr.isatty()

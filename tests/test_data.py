@@ -55,7 +55,7 @@ def test_reads_svhn_mat_files_and_maps_label_10_to_0(tmp_path):
         savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": y})
     ds = build_datasets(DataConfig(name="svhn", root=str(tmp_path), augment="none"), seed=0)
     assert len(ds.train) == 12 and len(ds.evals["test"]) == 5
-    labels = ds.train.split.labels
+    labels = ds.train.base.split.labels
     assert labels[0] == 0 and labels.max() <= 9
 
 
@@ -131,5 +131,5 @@ def test_hold_out_and_subset_are_fixed_and_disjoint():
 def test_synthetic_is_seeded():
     cfg = DataConfig(name="synthetic", train_size=16, test_size=4, augment="none")
     a, b = build_datasets(cfg, seed=1), build_datasets(cfg, seed=1)
-    assert torch.equal(a.train.split.images, b.train.split.images)
+    assert torch.equal(a.train.base.split.images, b.train.base.split.images)
     assert len(a.train) == 16 and len(a.evals["test"]) == 4

@@ -1,0 +1,274 @@
+"""Faults and bad input: what the user sees, and what survives (docs/reliability.md)."""
+
+import errno
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from resnet_train import checkpoint as ckpt_io
+from resnet_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+from .conftest import run_cli
+from .test_cli import TINY
+
+# ---------------------------------------------------------------- interruption
+
+
+def test_sigterm_mid_epoch_saves_and_resume_matches_uninterrupted(tmp_path):
+    args = [*TINY, "data.train_size=1024", "train.batch_size=32", "train.epochs=3", "sched.milestones=[2]"]
+    straight = run_cli(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_train", *args, f"hydra.run.dir={run}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)  # into epoch 2 (about 3 s long here)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err and f"resume={run / 'last.pt'}" in err
+    saved = load_checkpoint(run / "last.pt")
+    assert saved["epoch"] in (1, 2)  # mid-epoch 2, or at its end if the signal came late
+
+    resumed = run_cli(*args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(run / "last.pt")
+    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+    assert a["history"] == b["history"]
+    sa = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    sb = json.loads((run / "summary.json").read_text())
+    assert sa["final_test_err"] == sb["final_test_err"] and sa["best_test_err"] == sb["best_test_err"]
+
+
+def test_mid_epoch_stop_resumes_exactly_in_process(tmp_path):
+    """The same check without a subprocess: stop after the 2nd of epoch 2's 4 steps. The flag is read
+    after every step and once more after each finished epoch, so that is its 7th reading."""
+    from resnet_train.interrupt import GracefulStop, Interrupted
+    from resnet_train.train import train
+
+    from .test_train import tiny
+
+    straight = train(tiny(epochs=2), tmp_path / "a")
+    calls = {"n": 0}
+
+    def stop_at_seventh_reading(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            self.signum = signal.SIGUSR1
+        return self.signum is not None
+
+    original = GracefulStop.__call__
+    GracefulStop.__call__ = stop_at_seventh_reading
+    try:
+        with pytest.raises(Interrupted, match="interrupted by SIGUSR1 in epoch 2 at iteration 6"):
+            train(tiny(epochs=2), tmp_path / "b")
+    finally:
+        GracefulStop.__call__ = original
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (state["epoch"], state["step"], state["epoch_totals"]["steps"]) == (1, 6, 2)
+    resumed = train(tiny(epochs=2, resume="auto"), tmp_path / "b")
+    assert resumed["final_test_err"] == straight["final_test_err"]
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["history"] == b["history"]
+    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+
+
+# ---------------------------------------------------------------- atomic checkpoints
+
+KILL_MIDWAY = """
+import os, signal, sys, torch
+from resnet_train import checkpoint
+real_save = torch.save
+def half_then_die(obj, f):
+    f.write(b"PK\\x03\\x04" + b"x" * 4096)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.torch.save = half_then_die
+checkpoint.save_checkpoint({"format": checkpoint.FORMAT, "epoch": 2}, sys.argv[1])
+"""
+
+
+def test_checkpoint_write_killed_midway_leaves_previous_loadable(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"format": ckpt_io.FORMAT, "epoch": 1, "w": torch.ones(3)}, path)
+    proc = subprocess.run([sys.executable, "-c", KILL_MIDWAY, str(path)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+def test_disk_full_during_checkpoint_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"format": ckpt_io.FORMAT, "epoch": 1}, path)
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io.torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous last.pt is intact"):
+        save_checkpoint({"format": ckpt_io.FORMAT, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_checkpoint_holds_complete_state_and_loads_weights_only(tmp_path):
+    from resnet_train.train import train
+
+    from .test_train import tiny
+
+    train(tiny(epochs=1), tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "epoch", "step", "epoch_totals", "best", "history", "rng", "config"):
+        assert key in state, key
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert state["config"]["model"]["depth"] == 8 and state["best"]["epoch"] == 1
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def test_nan_in_a_sweep_fails_only_that_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "optim.lr=0.05,1e12", *TINY, "data.train_size=256", "data.test_size=100",
+                   "train.epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "NaN or infinite at iteration" in proc.stderr and "learning rate 1e+12" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (sweep / "0" / "summary.json").is_file()
+    assert not (sweep / "1" / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- bad input, through the CLI
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Runs the command in this process (fast) and returns (exit code, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from resnet_train.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    def run(*args: str):
+        monkeypatch.setattr(sys, "argv", ["resnet-train", *args])
+        GlobalHydra.instance().clear()
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return exit_info.value.code, err
+
+    return run
+
+
+def our_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("resnet-train: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model.depth=21"], "must be 6n+2 (n >= 1); got 21 (nearest valid: 20 or 26)"),
+    (["model=resnet110", "model.depth=111"], "got 111 (nearest valid: 110 or 116)"),
+    (["optim.lr=0"], "optim.lr must be positive, got 0.0"),
+    (["optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),
+    (["train.batch_size=0"], "train.batch_size must be positive, got 0"),
+    (["train.epochs=0"], "train.epochs must be positive, got 0"),
+    (["model.dropout=1.0"], "model.dropout must lie in [0, 1), got 1.0"),
+    (["model.dropout=-0.5"], "model.dropout must lie in [0, 1), got -0.5"),
+    (["model.unit=sideways"], "model.unit='sideways' is not valid; choose one of original"),
+    (["model.shortcut=D"], "model.shortcut='D' is not valid; choose one of A, B, C"),
+    (["mode=eval"], "mode=eval needs a checkpoint: add ckpt="),
+])
+def test_bad_values_are_one_line(cli, args, message):
+    code, err = cli(*args, "hydra.run.dir=run")
+    assert code == 1 and message in our_line(err)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=resnet21"], "Could not find 'model/resnet21'"),
+    (["optim=lbfgs"], "Could not find 'optim/lbfgs'"),
+    (["sched=linear"], "Could not find 'sched/linear'"),
+    (["data=mnist"], "Could not find 'data/mnist'"),
+    (["model.colour=red"], "Key 'colour' not in 'ModelConfig'"),
+    (["train.epochs=many"], "Value 'many' of type 'str' could not be converted to Integer"),
+])
+def test_unknown_options_and_keys_get_hydras_message(cli, args, message):
+    code, err = cli(*args, "hydra.run.dir=run")
+    assert code == 1 and message in err
+
+
+def test_missing_data_root(cli, tmp_path):
+    code, err = cli("data=cifar10", f"data.root={tmp_path / 'none'}", "hydra.run.dir=run")
+    line = our_line(err)
+    assert code == 1 and f"not found at {tmp_path / 'none' / 'cifar-10-batches-py'}" in line
+    assert "data.root=" in line and "data.download=true" in line
+
+
+def test_corrupt_dataset_file(cli, tmp_path):
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({"data": b"", "labels": []})[:10])
+    code, err = cli("data=cifar10", f"data.root={tmp_path / 'cifar'}", "hydra.run.dir=run")
+    assert code == 1 and "data_batch_1 is truncated or corrupt" in our_line(err)
+
+
+def test_bad_checkpoints_for_eval(cli, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    code, err = cli("mode=eval", f"ckpt={junk}", "hydra.run.dir=run")
+    assert code == 1 and "is not a readable checkpoint" in our_line(err)
+    code, err = cli("mode=eval", f"ckpt={tmp_path / 'absent.pt'}", "hydra.run.dir=run")
+    assert code == 1 and "does not exist" in our_line(err)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {}}, other)
+    code, err = cli("mode=eval", f"ckpt={other}", "hydra.run.dir=run")
+    assert code == 1 and "is not a resnet-train checkpoint" in our_line(err)
+
+
+def test_checkpoint_of_a_different_model(cli, tmp_path):
+    from resnet_train.train import train
+
+    from .test_train import tiny
+
+    train(tiny(epochs=1), tmp_path / "r8")
+    code, err = cli("mode=eval", f"ckpt={tmp_path / 'r8' / 'last.pt'}", "data=synthetic", "data.num_classes=100",
+                    "hydra.run.dir=run")
+    assert code == 1 and "does not fit its model config" in our_line(err)
+    code, err = cli("model.depth=14", f"resume={tmp_path / 'r8' / 'last.pt'}", "data=cifar10_sample",
+                    "hydra.run.dir=run")
+    assert code == 1 and "cannot resume: the config differs from the checkpoint's in model.depth (8 -> 14)" in err
+
+
+def test_resume_path_that_does_not_exist(cli, tmp_path):
+    code, err = cli(f"resume={tmp_path / 'gone.pt'}", "data=cifar10_sample", "hydra.run.dir=run")
+    assert code == 1 and "no such checkpoint" in our_line(err)
+
+
+def test_output_folder_that_cannot_be_written(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = cli(f"hydra.run.dir={blocker / 'run'}")
+    assert code == 1 and f"cannot create the output folder {blocker / 'run'}: {blocker} is a file" in our_line(err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")
+def test_cuda_requested_without_gpu(cli):
+    code, err = cli("device=cuda", "data=cifar10_sample", "hydra.run.dir=run")
+    assert code == 1 and "device=cuda but no CUDA GPU is visible" in our_line(err)
