@@ -51,6 +51,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         pass
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """Deletes temporary files left by a writer that was killed (SIGKILL, power loss)."""
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def keep_recent(folder: Path, keep: int) -> None:
+    """Keeps the `keep` newest epoch_NNNN.pt files in folder."""
+    for old in sorted(Path(folder).glob("epoch_*.pt"))[:-keep or None]:
+        old.unlink()
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

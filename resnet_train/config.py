@@ -91,6 +91,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bars (off when stderr is not a terminal)
     amp: bool = False  # bf16 autocast, CUDA only
     eval_batch_size: int = 500
+    keep_last: int = 0  # also keep the last N end-of-epoch checkpoints as epoch_NNNN.pt
 
 
 @dataclass
@@ -175,5 +176,7 @@ def validate(cfg: Config) -> None:
     _positive("train.batch_size", t.batch_size)
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
+    if t.keep_last < 0:
+        raise ValueError(f"train.keep_last must be >= 0, got {t.keep_last}")
     if cfg.mode == "eval" and not cfg.ckpt:
         raise ValueError("mode=eval needs a checkpoint: add ckpt=PATH/TO/last.pt")

@@ -177,6 +177,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
                 "config": config_dict}
 
     logger = RunLogger(run_dir, history)
+    ckpt_io.remove_stale_temporaries(run_dir)
     select = "val" if "val" in eval_loaders else "test"
     top5 = data.num_classes >= 100
     progress = cfg.train.progress and sys.stderr.isatty()
@@ -221,6 +222,9 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
                 ckpt_io.save_checkpoint(state, run_dir / "last.pt")
                 if improved:
                     ckpt_io.save_checkpoint(state, run_dir / "best.pt")
+                if cfg.train.keep_last:
+                    ckpt_io.save_checkpoint(state, run_dir / f"epoch_{epoch:04d}.pt")
+                    ckpt_io.keep_recent(run_dir, cfg.train.keep_last)
                 if stop() and epoch < num_epochs and step < total_steps:
                     raise Interrupted(_interrupted(stop.name, epoch, step, run_dir, overrides), stop.signum)
     finally:

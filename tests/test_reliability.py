@@ -107,6 +107,20 @@ def test_checkpoint_write_killed_midway_leaves_previous_loadable(tmp_path):
     assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
 
 
+def test_stale_temporaries_are_removed_and_last_n_kept(tmp_path):
+    from resnet_train.train import train
+
+    from .test_train import tiny
+
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    cfg = tiny(epochs=3)
+    cfg.train.keep_last = 2
+    train(cfg, tmp_path)
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_0002.pt", "epoch_0003.pt"]
+    assert load_checkpoint(tmp_path / "epoch_0002.pt")["epoch"] == 2
+
+
 def test_disk_full_during_checkpoint_keeps_previous(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint({"format": ckpt_io.FORMAT, "epoch": 1}, path)
