@@ -38,7 +38,8 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
         if cfg.mode == "eval":
             return evaluate_checkpoint(cfg)
         hydra_cfg = HydraConfig.get()
-        return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+        job_index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
+        return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), job_index)
     except Interrupted as exc:
         # The whole process stops, a sweep included: the signal was meant for it (e.g. preemption).
         print(f"resnet-train: {exc}", file=sys.stderr, flush=True)

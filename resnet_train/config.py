@@ -98,7 +98,7 @@ class TrainConfig:
 class Config:
     mode: str = "train"  # train | eval | info
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     ckpt: Optional[str] = None  # checkpoint for mode=eval
     resume: Optional[str] = None  # auto or a path to last.pt
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,7 +129,8 @@ def _positive(key: str, value: Any) -> None:
 def validate(cfg: Config) -> None:
     """Value checks that fail at start with one readable line (ValueError)."""
     _choice("mode", cfg.mode, MODES)
-    _choice("device", cfg.device, DEVICES)
+    if not (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
+        _choice("device", cfg.device, DEVICES + ("cuda:N",))
     m = cfg.model
     _choice("model.family", m.family, FAMILIES)
     _choice("model.stem", m.stem, STEMS)

@@ -35,11 +35,16 @@ RESUME_LOCKED = ("model", "data", "optim", "sched", "seed", "train.batch_size")
 RESUME_FREE = ("data.root", "data.download", "data.num_workers")  # where and how, not what
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA GPU is visible to PyTorch; use device=auto or device=cpu")
+def resolve_device(name: str, job_index: int | None = None) -> torch.device:
+    """auto: CUDA when present; in a sweep, job i takes GPU i mod the GPU count, so a launcher
+    that runs several jobs at once (hydra/launcher=joblib) packs them over all GPUs."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name.startswith("cuda") and not gpus:
+        raise ValueError(f"device={name} but no CUDA GPU is visible to PyTorch; use device=auto or device=cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= gpus:
+        raise ValueError(f"device={name} but only {gpus} GPU(s) are visible")
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cpu" if not gpus else f"cuda:{(job_index or 0) % gpus}"
     return torch.device(name)
 
 
@@ -51,6 +56,11 @@ def seed_everything(seed: int) -> None:
 
 def _model_args(model_cfg: ModelConfig) -> dict[str, Any]:
     return {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig)}
+
+
+def model_label(m: ModelConfig) -> str:
+    """resnet-110, preresnet-1001, wrn-28-10: the names the papers' tables use."""
+    return f"{m.family}-{m.depth}" + (f"-{m.widen_factor}" if m.family == "wrn" else "")
 
 
 def check_model(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
@@ -129,7 +139,23 @@ def _resume_hint(overrides: list[str], path: Path) -> str:
     return " ".join(["resnet-train", *kept, f"resume={path}"])
 
 
-def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def _finished(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
+    """With resume=auto, a run folder that already holds this run, finished, is not run again;
+    that lets a sweep be re-run to complete only what is missing."""
+    summary_path = run_dir / "summary.json"
+    if cfg.resume != RESUME_AUTO or not summary_path.is_file() or not (run_dir / "last.pt").is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    state = ckpt_io.load_checkpoint(run_dir / "last.pt")
+    check_resume_config(state["config"], asdict(cfg))
+    t = cfg.train
+    wanted = t.epochs if t.epochs is not None else t.iterations
+    reached = summary["epochs"] if t.epochs is not None else summary["steps"]
+    return summary if summary.get("status") == "completed" and reached >= wanted else None
+
+
+def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
+          job_index: int | None = None) -> dict[str, Any]:
     """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary.
 
     Raises Interrupted after saving last.pt when a stop signal arrives, DivergenceError when the
@@ -137,7 +163,11 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
     run_dir = Path(run_dir)
     overrides = list(overrides or [])
     check_model(cfg.model, cfg.data)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, job_index)
+    done = _finished(cfg, run_dir)
+    if done is not None:
+        print(f"{run_dir} already holds this run, finished (test error {done['final_test_err']:.2f}%); skipped")
+        return done
     config_dict = asdict(cfg)
     resume_from = _resume_path(cfg.resume, run_dir)
     seed_everything(cfg.seed)
@@ -236,7 +266,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None) 
         "status": "completed",
         "overrides": overrides,
         "experiment": cfg.experiment,
-        "model": f"{cfg.model.family}-{cfg.model.depth}",
+        "model": model_label(cfg.model),
         "data": cfg.data.name,
         "seed": cfg.seed,
         "params": count_params(model),

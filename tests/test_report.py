@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from resnet_train.report import main
+
+ERRORS = {  # blog arms on ResNet-110, two seeds each
+    "blog/original": [10.0, 11.0],
+    "blog/no_relu_after_add": [10.2, 10.6],
+    "blog/bn_after_add": [12.0, 14.0],
+    "blog/bn_after_add_no_relu": [13.0, 13.0],
+}
+
+
+def fake_run(folder, experiment, model, seed, err, epochs=3):
+    folder.mkdir(parents=True)
+    curve = [err + 10 * (epochs - e) for e in range(1, epochs + 1)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "test_err": v}) + "\n"
+                                                  for e, v in enumerate(curve)))
+    (folder / "summary.json").write_text(json.dumps({
+        "status": "completed", "experiment": experiment, "model": model, "seed": seed, "final_test_err": err,
+        "best_test_err": err, "best_epoch": epochs}))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    n = 0
+    for experiment, errors in ERRORS.items():
+        for seed, err in enumerate(errors):
+            fake_run(tmp_path / "sweep" / str(n), experiment, "resnet-110", seed, err)
+            n += 1
+    fake_run(tmp_path / "sweep" / "unfinished", "blog/adam", "resnet-110", 0, 50.0)
+    summary = tmp_path / "sweep" / "unfinished" / "summary.json"
+    summary.write_text(summary.read_text().replace('"completed"', '"running"'))
+    fake_run(tmp_path / "other" / "0", None, "resnet-8", 0, 70.0)
+    return tmp_path
+
+
+def test_report_tables_deltas_checks_and_plots(runs):
+    out = runs / "docs" / "results.md"
+    assert main([str(runs / "sweep"), str(runs / "other"), "--out", str(out), "--copy-to", str(runs / "results")]) == 0
+    text = out.read_text()
+    assert "JPEG" in text and "3.7 points" in text
+    assert "## Torch blog: BN and ReLU around the addition, resnet-110" in text
+    assert "| blog/original | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | +0.00 | +0.00 |" in text
+    assert "| blog/bn_after_add | resnet-110 | 2 | 13.00 ± 1.41 | 3 | 13.56 | +2.50 | +6.59 |" in text
+    assert "| blog/no_relu_after_add | resnet-110 | 2 | 10.40 ± 0.28 | 3 | 6.32 | -0.10 | -0.65 |" in text
+    # BN after the addition is only 2.5 points worse here: the report must say so.
+    assert ("- Blog, ResNet-110: BN after the addition is at least 3 points worse than the original: DISAGREES "
+            "(10.50, 13.00)") in text
+    assert "- Blog, ResNet-110: no ReLU after the addition lands within ±0.7 of the original: agrees" in text
+    assert "- He 2015: error falls with depth 20 → 110, and ResNet-110 is at least 2 points below ResNet-20: not run" \
+        in text
+    assert "| - | resnet-8 | 1 | 70.00 ± 0.00 |" in text  # runs outside the published groups are listed too
+    assert "blog/adam | resnet-110 | 0 | not run" in text  # unfinished runs do not count
+    not_run = text.split("## Not yet run")[1]
+    assert "He 2015 Table 6: depth" in not_run and "Wide ResNets" in not_run
+    assert "Torch blog: BN and ReLU around the addition, resnet-110" not in not_run
+    plot = out.parent / "plots" / "torch_blog__bn_and_relu_around_the_addition__resnet_110.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"](plots/{plot.name})" in text
+    copied = sorted(p.relative_to(runs / "results").as_posix() for p in (runs / "results").rglob("summary.json"))
+    assert len(copied) == 9 and "blog/bn_after_add/resnet-110/seed1/summary.json" in copied
+
+
+def test_report_rejects_missing_folders(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        main([str(tmp_path / "absent")])
+    assert err.value.code == 2 and "no such folder" in capsys.readouterr().err
