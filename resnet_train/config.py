@@ -17,6 +17,7 @@ WARMUP_MODES = ("constant", "linear")
 DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "cifar10_sample")
 AUGMENTATIONS = ("cifar", "imagenet", "none")
 PAD_MODES = ("zero", "reflect")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 RESUME_AUTO = "auto"
 
 
@@ -76,6 +77,9 @@ class DataConfig:
     pad_mode: str = "zero"  # zero | reflect
     val_size: int = 0  # training images held out as validation (He 2015 used 5000)
     num_workers: int = 2
+    # Keep an in-memory dataset on the device as uint8 and augment it there per batch; null: on
+    # CUDA (the fast path), off on CPU (the plain per-image torchvision path, the reference).
+    on_gpu: Optional[bool] = None
     # Images. Synthetic: how many to make (required). Other in-memory sets: keep a fixed random
     # subset of this size (for quick runs and tests); null keeps them all.
     train_size: Optional[int] = None
@@ -89,7 +93,9 @@ class TrainConfig:
     batch_size: int = 128
     eval_every: int = 1  # epochs
     progress: bool = True  # tqdm bars (off when stderr is not a terminal)
-    amp: bool = False  # bf16 autocast, CUDA only
+    amp: bool = True  # bf16 autocast; CUDA only (CPU runs stay fp32)
+    channels_last: bool = True  # NHWC memory layout for the model and inputs; CUDA only
+    compile: str = "none"  # none | default | reduce-overhead (torch.compile; reduce-overhead uses CUDA graphs)
     eval_batch_size: int = 500
     keep_last: int = 0  # also keep the last N end-of-epoch checkpoints as epoch_NNNN.pt
 
@@ -175,6 +181,7 @@ def validate(cfg: Config) -> None:
     _positive("train.epochs" if t.epochs is not None else "train.iterations",
               t.epochs if t.epochs is not None else t.iterations)
     _positive("train.batch_size", t.batch_size)
+    _choice("train.compile", t.compile, COMPILE_MODES)
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
     if t.keep_last < 0:

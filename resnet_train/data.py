@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
@@ -256,6 +257,64 @@ def eval_transform(cfg: DataConfig):
     return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
 
 
+# ---------------------------------------------------------------- device-resident batches
+
+def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, gen: torch.Generator) -> torch.Tensor:
+    """A batch version of torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip():
+    each image gets a top-left offset uniform in [0, 2 * pad] per axis and a flip with
+    probability 1/2, drawn from `gen` (a CPU generator, so the draws do not depend on the device).
+    Takes and returns float images (B, C, H, W); zero padding pads with 0, as torchvision pads
+    the uint8 image before normalisation."""
+    b, _, h, w = images.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).to(images.device, non_blocking=True)
+    flips = (torch.rand(b, generator=gen) < 0.5).to(images.device, non_blocking=True)
+    if pad:
+        images = F.pad(images, (pad, pad, pad, pad), mode="constant" if pad_mode == "zero" else "reflect")
+    rows = offsets[0][:, None] + torch.arange(h, device=images.device)
+    cols = offsets[1][:, None] + torch.arange(w, device=images.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    # Advanced indexing puts the indexed dims first: (B, H, W, C); the permute back to
+    # (B, C, H, W) leaves the data in channels_last order.
+    return images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class DeviceBatches:
+    """Batches cut from uint8 images held on the device (CIFAR, SVHN: 150 MB at most), converted,
+    augmented and normalised there per batch: no loader workers and no host copies per step.
+    The order comes from the same EpochSampler as the loader path; the augmentation of batch k
+    of an epoch from a generator seeded by (seed, epoch, k), so a resumed run matches."""
+
+    def __init__(self, split: Split, cfg: DataConfig, batch_size: int, device: torch.device, *,
+                 sampler: EpochSampler | None = None, seed: int = 0):
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size, self.sampler, self.seed = batch_size, sampler, seed
+        self.augment = sampler is not None and cfg.augment == "cifar"
+        self.pad, self.pad_mode = cfg.pad, cfg.pad_mode
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(cfg.mean, device=device).view(shape) * 255
+        self.std = torch.tensor(cfg.std, device=device).view(shape) * 255
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.labels)
+        return -(-n // self.batch_size)
+
+    def __iter__(self):
+        if self.sampler is None:
+            order = torch.arange(len(self.labels), device=self.images.device)
+            first = 0
+        else:
+            order = torch.tensor(list(self.sampler), device=self.images.device)
+            first = self.sampler.start // self.batch_size
+        for k, idx in enumerate(order.split(self.batch_size), start=first):
+            x = self.images[idx].float()
+            if self.augment:
+                gen = torch.Generator().manual_seed(_mix(self.seed, self.sampler.epoch, k))
+                x = random_crop_flip(x, self.pad, self.pad_mode, gen)
+            yield (x - self.mean) / self.std, self.labels[idx]
+
+
 # ---------------------------------------------------------------- assembly
 
 @dataclass
@@ -263,6 +322,13 @@ class Datasets:
     train: Dataset
     evals: dict[str, Dataset]  # "test", and "val" when data.val_size > 0
     num_classes: int
+
+    def splits(self) -> dict[str, Split] | None:
+        """The raw in-memory splits (train first), or None for datasets read from disk."""
+        bases = {"train": self.train.base, **{k: v.base for k, v in self.evals.items()}}
+        if not all(isinstance(b, TensorImages) for b in bases.values()):
+            return None
+        return {k: b.split for k, b in bases.items()}
 
 
 def _image_folder(path: Path):

@@ -46,14 +46,16 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def _to(batch, device: torch.device):
+def _to(batch, device: torch.device, channels_last: bool):
     x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    x = x.to(device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return x, y.to(device, non_blocking=True)
 
 
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
                 lr_fn: Callable[[int], float], step: int, max_steps: int, device: torch.device,
-                totals: EpochTotals | None = None, amp: bool = False, progress: bool = False,
+                totals: EpochTotals | None = None, amp: bool = False, channels_last: bool = False,
+                progress: bool = False,
                 desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False
                 ) -> tuple[EpochTotals, bool]:
     """Trains over `batches` from global iteration `step` until the batches end, max_steps is
@@ -75,7 +77,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_fn(step)
-        x, y = _to(batch, device)
+        x, y = _to(batch, device, channels_last)
         with _autocast(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -114,14 +116,14 @@ def _check_finite(first_bad: torch.Tensor, lr_fn: Callable[[int], float]) -> Non
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, *, device: torch.device, amp: bool = False,
-             top5: bool = False) -> dict[str, float]:
+             channels_last: bool = False, top5: bool = False) -> dict[str, float]:
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     wrong = torch.zeros((), device=device, dtype=torch.int64)
     wrong5 = torch.zeros((), device=device, dtype=torch.int64)
     images = 0
     for batch in batches:
-        x, y = _to(batch, device)
+        x, y = _to(batch, device, channels_last)
         with _autocast(device, amp):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from .checkpoint import CheckpointError
 from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
-from .data import EpochSampler, build_datasets, make_loader
+from .data import DeviceBatches, EpochSampler, build_datasets, make_loader
 from .engine import EpochTotals, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger, flatten
@@ -134,6 +134,26 @@ def _plan(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     return t.epochs, t.epochs * steps_per_epoch
 
 
+def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device):
+    """The plain path (per-image torchvision transforms in a DataLoader, the reference) or the
+    fast path (device-resident batches, augmented per batch on the device)."""
+    splits = data.splits()
+    on_gpu = cfg.data.on_gpu if cfg.data.on_gpu is not None else device.type == "cuda"
+    if on_gpu and (splits is None or cfg.data.augment == "imagenet"):
+        if cfg.data.on_gpu:
+            raise ValueError("data.on_gpu=true needs an in-memory dataset with cifar or no augmentation")
+        on_gpu = False
+    if on_gpu:
+        train = DeviceBatches(splits.pop("train"), cfg.data, cfg.train.batch_size, device, sampler=sampler,
+                              seed=cfg.seed)
+        return train, {k: DeviceBatches(v, cfg.data, cfg.train.eval_batch_size, device) for k, v in splits.items()}
+    pin = device.type == "cuda"
+    train = make_loader(data.train, cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
+                        sampler=sampler)
+    return train, {name: make_loader(ds, cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
+                                     pin_memory=pin) for name, ds in data.evals.items()}
+
+
 def _resume_hint(overrides: list[str], path: Path) -> str:
     kept = [o for o in overrides if not o.startswith("resume=")]
     return " ".join(["resnet-train", *kept, f"resume={path}"])
@@ -173,14 +193,18 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     seed_everything(cfg.seed)
 
     data = build_datasets(cfg.data, cfg.seed)
-    pin = device.type == "cuda"
     sampler = EpochSampler(len(data.train), cfg.seed)
-    train_loader = make_loader(data.train, cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
-                               sampler=sampler)
-    eval_loaders = {name: make_loader(ds, cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
-                                      pin_memory=pin) for name, ds in data.evals.items()}
+    train_loader, eval_loaders = _loaders(cfg, data, sampler, device)
     model = make_model(cfg.model, cfg.data).to(device)
     optimizer = build_optimizer(model, cfg.optim)
+    cuda = device.type == "cuda"
+    amp, channels_last = cfg.train.amp and cuda, cfg.train.channels_last and cuda
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # The compiled module shares its parameters with `model`, which checkpoints save.
+    step_model = model if cfg.train.compile == "none" else torch.compile(model, mode=cfg.train.compile)
     steps_per_epoch = len(train_loader)
     num_epochs, total_steps = _plan(cfg, steps_per_epoch)
     lr_fn = partial(lr_at, base_lr=cfg.optim.lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
@@ -219,10 +243,10 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                 sampler.set_epoch(epoch, start=partial_epoch.steps * cfg.train.batch_size)
                 data.train.set_epoch(epoch)
                 epoch_start_step = step - partial_epoch.steps
-                totals, stopped = train_epoch(model, train_loader, optimizer, lr_fn=lr_fn, step=step,
+                totals, stopped = train_epoch(step_model, train_loader, optimizer, lr_fn=lr_fn, step=step,
                                               max_steps=total_steps, device=device, totals=partial_epoch,
-                                              amp=cfg.train.amp, progress=progress, stop=stop,
-                                              desc=f"epoch {epoch + 1}/{num_epochs}")
+                                              amp=amp, channels_last=channels_last, progress=progress,
+                                              stop=stop, desc=f"epoch {epoch + 1}/{num_epochs}")
                 step = epoch_start_step + totals.steps
                 if stopped and totals.steps < steps_per_epoch and step < total_steps:
                     ckpt_io.save_checkpoint(snapshot(totals), run_dir / "last.pt")
@@ -238,7 +262,9 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                     record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": scalars["lr"],
                                               "train_loss": totals.loss, "train_err": totals.err}
                     for name, loader in eval_loaders.items():
-                        for k, v in evaluate(model, loader, device=device, amp=cfg.train.amp, top5=top5).items():
+                        res = evaluate(step_model, loader, device=device, amp=amp, channels_last=channels_last,
+                                       top5=top5)
+                        for k, v in res.items():
                             scalars[f"{name}/{k}"] = record[f"{name}_{k}"] = v
                     improved = best["err"] is None or record[f"{select}_err"] < best["err"]
                     if improved:
@@ -312,7 +338,8 @@ def evaluate_checkpoint(cfg: Config) -> dict[str, float]:
     data = build_datasets(cfg.data, cfg.seed)
     loader = make_loader(data.evals["test"], cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
                          pin_memory=device.type == "cuda")
-    res = evaluate(model, loader, device=device, amp=cfg.train.amp, top5=data.num_classes >= 100)
+    res = evaluate(model, loader, device=device, amp=cfg.train.amp and device.type == "cuda",
+                   top5=data.num_classes >= 100)
     saved_data = state["config"]["data"]["name"]
     if saved_data != cfg.data.name:
         print(f"note: the checkpoint was trained on {saved_data}; evaluating on {cfg.data.name}")

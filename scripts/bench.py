@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Training throughput: resnet-train's own step against a peer-style reference loop, in one run.
+
+    python scripts/bench.py --data-root /tmp/data --models resnet20 resnet56 resnet110 wrn_28_10 resnet50
+    python scripts/bench.py --data cifar10_sample --device cpu --steps 3 --warmup 1 --models resnet20   # tiny
+
+CIFAR models train on real CIFAR-10 (torchvision layout under --data-root, or the shipped sample);
+ImageNet models (stem imagenet) on synthetic 224-px images at --imagenet-batch-size. "ours" is the
+project's train_epoch with its CUDA defaults (data on the device, bf16, channels_last, and
+--compile). "peer" is the public-reproduction recipe: torchvision transforms on PIL images, a CPU
+DataLoader with 8 workers, fp32, eager, and loss.item() every step. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from resnet_train.config import (  # noqa: E402
+    DataConfig,
+    ModelConfig,
+    OptimConfig,  # noqa: E402
+    SchedConfig,
+)
+from resnet_train.data import DeviceBatches, EpochSampler, Split, build_datasets  # noqa: E402
+from resnet_train.engine import train_epoch  # noqa: E402
+from resnet_train.optim import build_optimizer, lr_at  # noqa: E402
+from resnet_train.train import make_model  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def preset(name: str) -> ModelConfig:
+    fields = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml"))
+    return ModelConfig(**fields)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size: int, steps: int, warmup: int,
+         device: torch.device, compile_mode: str) -> float:
+    cuda = device.type == "cuda"
+    model = make_model(model_cfg, data_cfg).to(device)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode)
+    optimizer = build_optimizer(model, OptimConfig())
+    sampler = EpochSampler(len(split.labels), seed=0)
+    batches = DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler)
+    lr = lambda s: lr_at(s, base_lr=0.1, sched=SchedConfig(), steps_per_epoch=len(batches), total_steps=10**9)  # noqa: E731
+    step, elapsed, images, epoch = 0, 0.0, 0, 0
+    while step < warmup + steps:
+        sampler.set_epoch(epoch)
+        phase_end = warmup if step < warmup else warmup + steps
+        sync(device)
+        t0 = time.perf_counter()
+        totals, _ = train_epoch(step_model, batches, optimizer, lr_fn=lr, step=step, max_steps=phase_end,
+                                device=device, amp=cuda, channels_last=cuda)
+        sync(device)
+        if step >= warmup:
+            elapsed += time.perf_counter() - t0
+            images += totals.images
+        step += totals.steps
+        epoch += 1
+    return images / elapsed
+
+
+class PilImages(Dataset):
+    """Images as PIL, the way torchvision's CIFAR10 hands them to its transforms."""
+
+    def __init__(self, split: Split, transform):
+        self.images = split.images.permute(0, 2, 3, 1).numpy()
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def peer(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size: int, steps: int, warmup: int,
+         device: torch.device, workers: int) -> float:
+    from torchvision import transforms as T
+
+    if data_cfg.augment == "cifar":
+        aug = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
+    else:
+        aug = []
+    transform = T.Compose([*aug, T.ToTensor(), T.Normalize(data_cfg.mean, data_cfg.std)])
+    loader = DataLoader(PilImages(split, transform), batch_size=batch_size, shuffle=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0)
+    model = make_model(model_cfg, data_cfg).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    step, images, t0 = 0, 0, None
+    while step < warmup + steps:
+        for x, y in loader:
+            if step == warmup:
+                sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the per-step host sync of the public loops (logging the loss)
+            if step >= warmup:
+                images += y.shape[0]
+            step += 1
+            if step >= warmup + steps:
+                break
+    sync(device)
+    return images / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110", "wrn_28_10", "resnet50"])
+    parser.add_argument("--data", default="cifar10", choices=["cifar10", "cifar10_sample"])
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--imagenet-batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=200, help="timed iterations per model and loop")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed iterations first (compilation, cudnn)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", default="reduce-overhead", help="torch.compile mode for ours, or none")
+    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the peer loop")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    compile_mode = args.compile if device.type == "cuda" else "none"
+
+    cifar_cfg = DataConfig(name=args.data, root=args.data_root, num_workers=0)
+    cifar = build_datasets(cifar_cfg, seed=0).splits()["train"]
+    rows = []
+    for name in args.models:
+        model_cfg = preset(name)
+        if model_cfg.stem == "imagenet":
+            data_cfg = DataConfig(name="synthetic", num_classes=1000, image_size=224, augment="none",
+                                  mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+            n = args.imagenet_batch_size * 8
+            split = Split(torch.randint(0, 256, (n, 3, 224, 224), dtype=torch.uint8),
+                          torch.randint(0, 1000, (n,)))
+            batch, data_name = args.imagenet_batch_size, "synthetic 224 px"
+        else:
+            data_cfg, split, batch, data_name = cifar_cfg, cifar, args.batch_size, args.data
+        row = {"model": name, "data": data_name, "batch_size": batch,
+               "ours": ours(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, compile_mode)}
+        if not args.no_peer and model_cfg.stem != "imagenet":
+            row["peer"] = peer(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, args.workers)
+            row["ratio"] = row["ours"] / row["peer"]
+        rows.append(row)
+        print(f"{name:12s} ours {row['ours']:9.0f} img/s" + (f"   peer {row['peer']:9.0f} img/s   x{row['ratio']:.2f}"
+                                                            if "peer" in row else ""), flush=True)
+    meta = {"date": date.today().isoformat(), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or "cpu", "torch": torch.__version__, "compile": compile_mode,
+            "steps": args.steps, "warmup": args.warmup, "command": " ".join(sys.argv)}
+    print("\n| model | data | batch | ours img/s | peer img/s | ratio |\n|---|---|---|---|---|---|")
+    for r in rows:
+        peer_s = f"{r['peer']:.0f}" if "peer" in r else "–"
+        ratio = f"{r['ratio']:.2f}x" if "ratio" in r else "–"
+        print(f"| {r['model']} | {r['data']} | {r['batch_size']} | {r['ours']:.0f} | {peer_s} | {ratio} |")
+    print(f"\n{meta['device']}, torch {meta['torch']}, compile={compile_mode}, {meta['date']}")
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The fast path's data side, checked on CPU: batch augmentation with torchvision's distribution,
+device-resident batches in the same order, exact resume. (Its speed needs a GPU: scripts/bench.py.)"""
+
+import json
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from resnet_train.config import DataConfig
+from resnet_train.data import DeviceBatches, EpochSampler, Split, random_crop_flip
+from resnet_train.train import train
+
+from .test_train import tiny
+
+N = 3000
+
+
+def coordinate_image() -> torch.Tensor:
+    """Channel 0 holds row + 1, channel 1 column + 1; padding shows as 0."""
+    rows = torch.arange(1, 33)[:, None].expand(32, 32)
+    return torch.stack([rows, rows.T, torch.zeros(32, 32, dtype=torch.long)]).to(torch.uint8)
+
+
+def offsets_and_flip(out: torch.Tensor, pad: int = 4) -> tuple[int, int, bool]:
+    row_value = int(out[0, 16, 16])
+    left, right = int(out[1, 16, 15]), int(out[1, 16, 16])
+    flipped = left > right
+    col_value = left if flipped else right
+    return row_value - 17 + pad, col_value - 17 + pad, flipped
+
+
+def frequencies(draws: list[tuple[int, int, bool]]) -> torch.Tensor:
+    t = torch.tensor([(dy, dx, int(f)) for dy, dx, f in draws])
+    return torch.cat([torch.bincount(t[:, 0], minlength=9), torch.bincount(t[:, 1], minlength=9),
+                      torch.bincount(t[:, 2], minlength=2)]).double() / len(draws)
+
+
+def test_batch_augmentation_has_torchvisions_distribution():
+    image = coordinate_image()
+    torch.manual_seed(0)
+    reference = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
+    theirs = frequencies([offsets_and_flip(reference(image)) for _ in range(N)])
+    batch = image[None].expand(N, -1, -1, -1).float()
+    ours_out = random_crop_flip(batch, 4, "zero", torch.Generator().manual_seed(0))
+    ours = frequencies([offsets_and_flip(o) for o in ours_out])
+    expected = torch.tensor([1 / 9] * 18 + [0.5, 0.5], dtype=torch.float64)
+    # Each frequency has a standard error of at most 0.0092 at N=3000; 0.04 is over 4 of them.
+    assert (theirs - expected).abs().max() < 0.04
+    assert (ours - expected).abs().max() < 0.04
+    assert (ours - theirs).abs().max() < 0.05
+
+
+def test_batch_augmentation_pads_like_torchvision():
+    image = coordinate_image()
+    out = random_crop_flip(image[None].float(), 4, "zero", torch.Generator().manual_seed(3))[0]
+    dy, dx, _ = offsets_and_flip(out)
+    ref = v2.functional.crop(v2.functional.pad(image, [4]), dy, dx, 32, 32)
+    if out[1, 16, 15] > out[1, 16, 16]:
+        ref = v2.functional.horizontal_flip(ref)
+    assert torch.equal(out.to(torch.uint8), ref)
+    reflect = random_crop_flip(image[None].float(), 4, "reflect", torch.Generator().manual_seed(3))[0]
+    assert (reflect[0] > 0).all()  # reflection leaves no empty border
+
+
+def test_device_batches_follow_the_sampler_order_and_normalise():
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    split = Split(images, torch.arange(10))
+    sampler = EpochSampler(10, seed=1)
+    sampler.set_epoch(2)
+    cfg = DataConfig(augment="none", mean=[0.5] * 3, std=[0.25] * 3)
+    batches = list(DeviceBatches(split, cfg, 4, torch.device("cpu"), sampler=sampler))
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    assert torch.cat([y for _, y in batches]).tolist() == list(sampler)
+    x0, y0 = batches[0]
+    assert torch.allclose(x0, (images[y0].float() / 255 - 0.5) / 0.25, atol=1e-5)
+    sampler.set_epoch(2, start=4)
+    rest = DeviceBatches(split, cfg, 4, torch.device("cpu"), sampler=sampler)
+    assert torch.cat([y for _, y in rest]).tolist() == list(sampler)
+
+
+def test_device_batch_path_trains_and_resumes_exactly(tmp_path):
+    on_gpu = {"data.on_gpu": True}
+    straight = train(tiny(epochs=2, **on_gpu), tmp_path / "a")
+    train(tiny(epochs=1, **on_gpu), tmp_path / "b")
+    resumed = train(tiny(epochs=2, resume="auto", **on_gpu), tmp_path / "b")
+    assert straight["final_test_err"] == resumed["final_test_err"]
+    a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert a == b and a[-1]["train_err"] < 95
+
+
+def test_on_gpu_refuses_datasets_read_from_disk(tmp_path):
+    cfg = tiny(epochs=1, **{"data.on_gpu": True})
+    cfg.data.augment = "imagenet"
+    with pytest.raises(ValueError, match="data.on_gpu=true needs an in-memory dataset"):
+        train(cfg, tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_path_on_gpu_trains(tmp_path):
+    out = train(tiny(epochs=1, device="cuda", **{"train.compile": "reduce-overhead"}), tmp_path)
+    assert out["final_test_err"] < 95
+
+
+def test_bench_script_runs_tiny_on_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--data", "cifar10_sample", "--device",
+                           "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "16", "--imagenet-batch-size", "2",
+                           "--workers", "0", "--models", "resnet20", "resnet18", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    cifar, imagenet = result["rows"]
+    assert cifar["model"] == "resnet20" and cifar["ours"] > 0 and cifar["peer"] > 0
+    assert cifar["ratio"] == pytest.approx(cifar["ours"] / cifar["peer"])
+    assert imagenet["data"] == "synthetic 224 px" and "peer" not in imagenet
+    assert "| resnet20 | cifar10_sample | 16 |" in proc.stdout and result["meta"]["torch"] == torch.__version__
