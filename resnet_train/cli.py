@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,6 +14,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from . import distributed
 from .checkpoint import CheckpointError
 from .config import Config, register_configs, validate
 from .data import DataError
@@ -39,10 +43,12 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
             return evaluate_checkpoint(cfg)
         hydra_cfg = HydraConfig.get()
         job_index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
-        return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), job_index)
+        return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), job_index,
+                     distributed.from_env())
     except Interrupted as exc:
         # The whole process stops, a sweep included: the signal was meant for it (e.g. preemption).
-        print(f"resnet-train: {exc}", file=sys.stderr, flush=True)
+        if distributed.from_env().is_main:
+            print(f"resnet-train: {exc}", file=sys.stderr, flush=True)
         sys.exit(128 + exc.signum)
     except USER_ERRORS as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -67,17 +73,27 @@ def _unwritable_output(argv: list[str]) -> str | None:
     while not os.path.exists(path):
         path = os.path.dirname(path)
     if not os.path.isdir(path):
-        return f"cannot create the output folder {folder}: {path} is a file"
+        return f"cannot create the output folder {folder}: {path} is a file; choose another with hydra.run.dir=..."
     if not os.access(path, os.W_OK):
-        return f"cannot write the output folder {folder}: {path} is not writable"
+        return f"cannot write the output folder {folder}: {path} is not writable; choose another with hydra.run.dir=..."
     return None
 
 
 def main() -> None:
     problem = _unwritable_output(sys.argv[1:])
+    rank = distributed.from_env()
+    if rank.active and any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+        problem = "a sweep (-m) cannot run inside torchrun; start one torchrun per job"
     if problem:
-        print(f"resnet-train: error: {problem}; choose another with hydra.run.dir=...", file=sys.stderr)
+        print(f"resnet-train: error: {problem}", file=sys.stderr)
         sys.exit(1)
+    if rank.rank > 0:
+        # Only rank 0 keeps a run folder; the others get a scratch folder outside outputs/ and
+        # receive rank 0's folder through the process group.
+        scratch = tempfile.mkdtemp(prefix=f"resnet-train-rank{rank.rank}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled",
+                     "hydra/hydra_logging=disabled"]
     hydra_main()
 
 

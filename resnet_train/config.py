@@ -48,6 +48,9 @@ class OptimConfig:
     alpha: float = 0.99  # rmsprop smoothing
     rho: float = 0.9  # adadelta
     eps: float = 1e-8  # adam, rmsprop, adagrad; adadelta uses 1e-6 in its file
+    # Linear scaling rule (Goyal et al. 2017): with a value B, the LR becomes lr * batch_size / B.
+    # Pair it with a warm-up (sched.warmup) for large batches.
+    lr_reference_batch: Optional[int] = None
 
 
 @dataclass
@@ -97,6 +100,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout for the model and inputs; CUDA only
     compile: str = "none"  # none | default | reduce-overhead (torch.compile; reduce-overhead uses CUDA graphs)
     eval_batch_size: int = 500
+    sync_bn: bool = False  # under DDP: BN statistics over the global batch
     keep_last: int = 0  # also keep the last N end-of-epoch checkpoints as epoch_NNNN.pt
 
 

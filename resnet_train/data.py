@@ -83,22 +83,30 @@ def _mix(*values: int) -> int:
 
 
 class EpochSampler(Sampler[int]):
-    """A shuffled order fixed by (seed, epoch), which can start part-way through an epoch."""
+    """A shuffled order fixed by (seed, epoch), which can start part-way through an epoch. Under
+    DDP, process `rank` of `world` takes its share of every global batch of `global_batch`
+    images, so N processes see together exactly the batches one process would."""
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed = size, seed
+    def __init__(self, size: int, seed: int, global_batch: int, rank: int = 0, world: int = 1):
+        self.size, self.seed, self.global_batch, self.rank, self.world = size, seed, global_batch, rank, world
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """start: samples of this epoch's order already consumed (a resumed run skips them)."""
+        """start: images of this epoch's global order already consumed (a resumed run skips them)."""
         self.epoch, self.start = epoch, start
 
-    def __iter__(self):
+    def _order(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-        return iter(torch.randperm(self.size, generator=g)[self.start:].tolist())
+        order = torch.randperm(self.size, generator=g)[self.start:]
+        if self.world > 1:
+            order = torch.cat([b.tensor_split(self.world)[self.rank] for b in order.split(self.global_batch)])
+        return order
+
+    def __iter__(self):
+        return iter(self._order().tolist())
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return len(self._order())
 
 
 # ---------------------------------------------------------------- readers
@@ -306,7 +314,7 @@ class DeviceBatches:
             first = 0
         else:
             order = torch.tensor(list(self.sampler), device=self.images.device)
-            first = self.sampler.start // self.batch_size
+            first = self.sampler.start // self.sampler.global_batch
         for k, idx in enumerate(order.split(self.batch_size), start=first):
             x = self.images[idx].float()
             if self.augment:

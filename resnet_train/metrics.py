@@ -21,7 +21,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class RunLogger:
     """Writes a run's logs. Only one process of a run may hold one (rank 0 under DDP)."""
 
-    def __init__(self, run_dir: Path, history: list[dict] | None = None):
+    def __init__(self, run_dir: Path, history: list[dict] | None = None, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:  # a DDP rank other than 0: every method does nothing
+            return
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
@@ -34,15 +37,21 @@ class RunLogger:
                 f.write(json.dumps(record) + "\n")
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
     def record(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def hparams(self, config: dict[str, Any], results: dict[str, float]) -> None:
         """HParams in the run's own event file (add_hparams would open a second run folder)."""
+        if not self.enabled:
+            return
         from torch.utils.tensorboard.summary import hparams
 
         flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
@@ -53,9 +62,16 @@ class RunLogger:
             self.writer.add_scalar(tag, value)
 
     def summary(self, summary: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         tmp = self.run_dir / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
         tmp.replace(self.run_dir / "summary.json")
 
+    def flush(self) -> None:
+        if self.enabled:
+            self.writer.flush()
+
     def close(self) -> None:
-        self.writer.close()
+        if self.enabled:
+            self.writer.close()

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -19,9 +20,11 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
+from . import distributed
 from .checkpoint import CheckpointError
 from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
 from .data import DeviceBatches, EpochSampler, build_datasets, make_loader
+from .distributed import Dist
 from .engine import EpochTotals, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger, flatten
@@ -134,7 +137,7 @@ def _plan(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     return t.epochs, t.epochs * steps_per_epoch
 
 
-def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device):
+def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device, batch_size: int):
     """The plain path (per-image torchvision transforms in a DataLoader, the reference) or the
     fast path (device-resident batches, augmented per batch on the device)."""
     splits = data.splits()
@@ -144,11 +147,11 @@ def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device):
             raise ValueError("data.on_gpu=true needs an in-memory dataset with cifar or no augmentation")
         on_gpu = False
     if on_gpu:
-        train = DeviceBatches(splits.pop("train"), cfg.data, cfg.train.batch_size, device, sampler=sampler,
+        train = DeviceBatches(splits.pop("train"), cfg.data, batch_size, device, sampler=sampler,
                               seed=cfg.seed)
         return train, {k: DeviceBatches(v, cfg.data, cfg.train.eval_batch_size, device) for k, v in splits.items()}
     pin = device.type == "cuda"
-    train = make_loader(data.train, cfg.train.batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
+    train = make_loader(data.train, batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
                         sampler=sampler)
     return train, {name: make_loader(ds, cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
                                      pin_memory=pin) for name, ds in data.evals.items()}
@@ -175,15 +178,19 @@ def _finished(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
 
 
 def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
-          job_index: int | None = None) -> dict[str, Any]:
+          job_index: int | None = None, dist: Dist = distributed.SINGLE) -> dict[str, Any]:
     """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary.
 
     Raises Interrupted after saving last.pt when a stop signal arrives, DivergenceError when the
-    loss stops being finite."""
-    run_dir = Path(run_dir)
+    loss stops being finite. Under torchrun, `dist` names this process; rank 0 alone writes."""
     overrides = list(overrides or [])
     check_model(cfg.model, cfg.data)
-    device = resolve_device(cfg.device, job_index)
+    if cfg.train.batch_size % dist.world:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; it must divide evenly "
+                         f"over the {dist.world} processes")
+    device = resolve_device(cfg.device, dist.local_rank if dist.active else job_index)
+    distributed.init(dist, device.type == "cuda")
+    run_dir = Path(distributed.broadcast(str(run_dir), dist))
     done = _finished(cfg, run_dir)
     if done is not None:
         print(f"{run_dir} already holds this run, finished (test error {done['final_test_err']:.2f}%); skipped")
@@ -193,21 +200,34 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     seed_everything(cfg.seed)
 
     data = build_datasets(cfg.data, cfg.seed)
-    sampler = EpochSampler(len(data.train), cfg.seed)
-    train_loader, eval_loaders = _loaders(cfg, data, sampler, device)
-    model = make_model(cfg.model, cfg.data).to(device)
+    sampler = EpochSampler(len(data.train), cfg.seed, cfg.train.batch_size, dist.rank, dist.world)
+    train_loader, eval_loaders = _loaders(cfg, data, sampler, device, cfg.train.batch_size // dist.world)
+    model = make_model(cfg.model, cfg.data)
+    if cfg.train.sync_bn and dist.active:
+        model = distributed.convert_sync_bn(model)
+    model = model.to(device)
     optimizer = build_optimizer(model, cfg.optim)
+    base_lr = cfg.optim.lr
+    if cfg.optim.lr_reference_batch:  # Goyal et al. 2017: LR proportional to the global batch
+        base_lr *= cfg.train.batch_size / cfg.optim.lr_reference_batch
     cuda = device.type == "cuda"
     amp, channels_last = cfg.train.amp and cuda, cfg.train.channels_last and cuda
     if cuda:
         torch.backends.cudnn.benchmark = True
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # The compiled module shares its parameters with `model`, which checkpoints save.
-    step_model = model if cfg.train.compile == "none" else torch.compile(model, mode=cfg.train.compile)
+    # The wrapped and compiled modules share their parameters with `model`, which checkpoints
+    # save and rank 0 evaluates.
+    step_model = model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile != "none":
+        step_model = torch.compile(step_model, mode=cfg.train.compile)
     steps_per_epoch = len(train_loader)
     num_epochs, total_steps = _plan(cfg, steps_per_epoch)
-    lr_fn = partial(lr_at, base_lr=cfg.optim.lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
+    lr_fn = partial(lr_at, base_lr=base_lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
                     total_steps=total_steps)
 
     epoch, step, history, partial_epoch = 0, 0, [], EpochTotals()
@@ -219,26 +239,38 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        # The saved partial-epoch sums are global; rank 0 carries them, the others add theirs.
         partial_epoch = EpochTotals(**state["epoch_totals"])
+        if not dist.is_main:
+            partial_epoch = EpochTotals(steps=partial_epoch.steps)
         train_seconds, train_images = state["train_seconds"], state["train_images"]
-        ckpt_io.set_rng_state(state["rng"])
+        rngs = state.get("rng_ranks") or [state["rng"]]
+        ckpt_io.set_rng_state(rngs[dist.rank] if len(rngs) == dist.world else state["rng"])
         print(f"resumed from {resume_from} at epoch {epoch + 1}, iteration {step}", flush=True)
 
-    def snapshot(totals: EpochTotals) -> dict[str, Any]:
-        return {"format": ckpt_io.FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch, "step": step, "epoch_totals": asdict(totals), "best": best, "history": history,
-                "rng": ckpt_io.rng_state(), "train_seconds": train_seconds, "train_images": train_images,
-                "config": config_dict}
+    def save(totals: EpochTotals, names: list[str]) -> None:
+        """Every rank's RNG state, so a resumed DDP run continues each rank's dropout stream."""
+        rngs = distributed.gather(ckpt_io.rng_state(), dist)
+        if not dist.is_main:
+            return
+        state = {"format": ckpt_io.FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "epoch": epoch, "step": step, "epoch_totals": asdict(totals), "best": best, "history": history,
+                 "rng": rngs[0], "rng_ranks": rngs, "train_seconds": train_seconds, "train_images": train_images,
+                 "config": config_dict}
+        for name in names:
+            ckpt_io.save_checkpoint(state, run_dir / name)
 
-    logger = RunLogger(run_dir, history)
-    ckpt_io.remove_stale_temporaries(run_dir)
+    logger = RunLogger(run_dir, history, enabled=dist.is_main)
+    if dist.is_main:
+        ckpt_io.remove_stale_temporaries(run_dir)
     select = "val" if "val" in eval_loaders else "test"
     top5 = data.num_classes >= 100
-    progress = cfg.train.progress and sys.stderr.isatty()
+    progress = cfg.train.progress and sys.stderr.isatty() and dist.is_main
     wall0 = time.perf_counter()
     epochs_bar = tqdm(total=num_epochs, initial=epoch, desc="epochs", disable=not progress, dynamic_ncols=True)
     try:
-        with GracefulStop() as stop:
+        with GracefulStop() as local_stop:
+            stop = local_stop if not dist.active else lambda: distributed.any_rank(local_stop(), dist, device)
             while epoch < num_epochs and step < total_steps:
                 sampler.set_epoch(epoch, start=partial_epoch.steps * cfg.train.batch_size)
                 data.train.set_epoch(epoch)
@@ -248,9 +280,10 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                                               amp=amp, channels_last=channels_last, progress=progress,
                                               stop=stop, desc=f"epoch {epoch + 1}/{num_epochs}")
                 step = epoch_start_step + totals.steps
+                totals = _global_totals(totals, dist, device)
                 if stopped and totals.steps < steps_per_epoch and step < total_steps:
-                    ckpt_io.save_checkpoint(snapshot(totals), run_dir / "last.pt")
-                    raise Interrupted(_interrupted(stop.name, epoch, step, run_dir, overrides), stop.signum)
+                    save(totals, ["last.pt"])
+                    raise _interrupted(local_stop, epoch, step, run_dir, overrides)
                 epoch += 1
                 partial_epoch = EpochTotals()
                 train_seconds += totals.seconds
@@ -258,12 +291,12 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                 scalars = {"train/loss": totals.loss, "train/err": totals.err, "lr": lr_fn(step - 1),
                            "perf/img_per_s": totals.images / totals.seconds, "perf/epoch_s": totals.seconds}
                 improved = False
-                if epoch % cfg.train.eval_every == 0 or epoch == num_epochs or step >= total_steps:
+                if dist.is_main and (epoch % cfg.train.eval_every == 0 or epoch == num_epochs or step >= total_steps):
                     record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": scalars["lr"],
                                               "train_loss": totals.loss, "train_err": totals.err}
                     for name, loader in eval_loaders.items():
-                        res = evaluate(step_model, loader, device=device, amp=amp, channels_last=channels_last,
-                                       top5=top5)
+                        res = evaluate(model if dist.active else step_model, loader, device=device, amp=amp,
+                                       channels_last=channels_last, top5=top5)
                         for k, v in res.items():
                             scalars[f"{name}/{k}"] = record[f"{name}_{k}"] = v
                     improved = best["err"] is None or record[f"{select}_err"] < best["err"]
@@ -274,18 +307,15 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                     _report(epochs_bar, record, select, totals)
                 logger.scalars(scalars, epoch)
                 epochs_bar.update(1)
-                state = snapshot(EpochTotals())
-                ckpt_io.save_checkpoint(state, run_dir / "last.pt")
-                if improved:
-                    ckpt_io.save_checkpoint(state, run_dir / "best.pt")
-                if cfg.train.keep_last:
-                    ckpt_io.save_checkpoint(state, run_dir / f"epoch_{epoch:04d}.pt")
+                save(EpochTotals(), ["last.pt"] + ["best.pt"] * improved
+                     + [f"epoch_{epoch:04d}.pt"] * bool(cfg.train.keep_last))
+                if cfg.train.keep_last and dist.is_main:
                     ckpt_io.keep_recent(run_dir, cfg.train.keep_last)
                 if stop() and epoch < num_epochs and step < total_steps:
-                    raise Interrupted(_interrupted(stop.name, epoch, step, run_dir, overrides), stop.signum)
+                    raise _interrupted(local_stop, epoch, step, run_dir, overrides)
     finally:
         epochs_bar.close()
-        logger.writer.flush()
+        logger.flush()
 
     final = history[-1] if history else {}
     summary = {
@@ -319,9 +349,20 @@ def _report(bar: tqdm, record: dict[str, Any], select: str, totals: EpochTotals)
               f"({totals.images / totals.seconds:.0f} img/s)", file=sys.stdout)
 
 
-def _interrupted(signame: str, epoch: int, step: int, run_dir: Path, overrides: list[str]) -> str:
-    return (f"interrupted by {signame} in epoch {epoch + 1} at iteration {step}; the state is saved in "
-            f"{run_dir / 'last.pt'}. Resume with: {_resume_hint(overrides, run_dir / 'last.pt')}")
+def _interrupted(stop: GracefulStop, epoch: int, step: int, run_dir: Path, overrides: list[str]) -> Interrupted:
+    # Under DDP another rank may have got the signal; SIGTERM is what torchrun passes on.
+    signum = stop.signum or signal.SIGTERM
+    return Interrupted(f"interrupted by {signal.Signals(signum).name} in epoch {epoch + 1} at iteration {step}; the "
+                       f"state is saved in {run_dir / 'last.pt'}. Resume with: "
+                       f"{_resume_hint(overrides, run_dir / 'last.pt')}", signum)
+
+
+def _global_totals(totals: EpochTotals, dist: Dist, device: torch.device) -> EpochTotals:
+    if not dist.active:
+        return totals
+    loss_sum, wrong, images = distributed.sum_over_ranks([totals.loss_sum, totals.wrong, totals.images], dist, device)
+    return EpochTotals(loss_sum=loss_sum, wrong=round(wrong), images=round(images), steps=totals.steps,
+                       seconds=totals.seconds)
 
 
 def evaluate_checkpoint(cfg: Config) -> dict[str, float]:

@@ -60,7 +60,7 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
         model = model.to(memory_format=torch.channels_last)
     step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode)
     optimizer = build_optimizer(model, OptimConfig())
-    sampler = EpochSampler(len(split.labels), seed=0)
+    sampler = EpochSampler(len(split.labels), seed=0, global_batch=batch_size)
     batches = DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler)
     lr = lambda s: lr_at(s, base_lr=0.1, sched=SchedConfig(), steps_per_epoch=len(batches), total_steps=10**9)  # noqa: E731
     step, elapsed, images, epoch = 0, 0.0, 0, 0

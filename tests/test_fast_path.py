@@ -66,7 +66,7 @@ def test_batch_augmentation_pads_like_torchvision():
 def test_device_batches_follow_the_sampler_order_and_normalise():
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
     split = Split(images, torch.arange(10))
-    sampler = EpochSampler(10, seed=1)
+    sampler = EpochSampler(10, seed=1, global_batch=4)
     sampler.set_epoch(2)
     cfg = DataConfig(augment="none", mean=[0.5] * 3, std=[0.25] * 3)
     batches = list(DeviceBatches(split, cfg, 4, torch.device("cpu"), sampler=sampler))

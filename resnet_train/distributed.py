@@ -1,0 +1,136 @@
+"""torch.distributed under torchrun (or SLURM's srun): process group, rank roles, SyncBN.
+
+`train.batch_size` is the global batch: each of N processes takes batch_size / N images of every
+global batch, so one recipe gives the same optimisation on 1 or N GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+SINGLE = Dist()
+
+
+def from_env(env: dict[str, str] | None = None) -> Dist:
+    """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; under `srun` without torchrun, SLURM's
+    SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID stand in (MASTER_ADDR and MASTER_PORT must be
+    exported by the batch script)."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return Dist(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env and int(env["SLURM_NTASKS"]) > 1:
+        return Dist(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return Dist()
+
+
+def init(d: Dist, use_cuda: bool) -> None:
+    if d.active and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(d.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=d.rank, world_size=d.world)
+
+
+def broadcast(obj, d: Dist):
+    """Rank 0's value of a picklable object, on every rank."""
+    if not d.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj, d: Dist) -> list:
+    """Every rank's value of a picklable object, in rank order (on every rank)."""
+    if not d.active:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
+    if not d.active:
+        return flag
+    t = torch.tensor(int(flag), device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def sum_over_ranks(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    if not d.active:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; each rank's gradient is the sum of all ranks' output gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the global batch of all processes, on any backend (torch's SyncBatchNorm
+    needs GPU tensors). One differentiable all-reduce of the per-channel sums per layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        xf = x.float()
+        count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
+        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        shape = (1, -1, 1, 1)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return (y * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
+
+
+def convert_sync_bn(module: nn.Module) -> nn.Module:
+    """Replaces every BatchNorm2d by SyncBatchNorm2d, keeping parameters and buffers."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum)
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync.to(child.weight.device))
+        else:
+            convert_sync_bn(child)
+    return module

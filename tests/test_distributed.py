@@ -1,0 +1,86 @@
+"""DDP under torchrun on CPU (gloo): the same result as one process, one run folder."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resnet_train.data import EpochSampler
+from resnet_train.distributed import Dist, from_env
+
+from .test_cli import TINY
+
+ARGS = [*TINY, "data.train_size=256", "data.test_size=100", "train.epochs=2", "train.sync_bn=true"]
+
+
+def test_rank_slices_of_each_global_batch_cover_the_single_process_order():
+    single = EpochSampler(50, seed=3, global_batch=8)
+    ranks = [EpochSampler(50, seed=3, global_batch=8, rank=r, world=2) for r in range(2)]
+    for s in (single, *ranks):
+        s.set_epoch(4, start=16)
+    order = list(single)
+    parts = [list(r) for r in ranks]
+    for b in range(0, len(order), 8):
+        batch = order[b:b + 8]
+        assert parts[0][b // 2:b // 2 + len(batch) // 2] + parts[1][b // 2:b // 2 + len(batch) // 2] == batch or \
+            len(batch) % 2  # the last, odd-sized batch splits unevenly
+    assert sorted(parts[0] + parts[1]) == sorted(order)
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, Dist()),
+    ({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}, Dist(3, 8, 1)),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}, Dist(5, 8, 1)),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, Dist()),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "4"}, Dist(1, 2, 1)),
+])
+def test_rank_from_torchrun_or_slurm_variables(env, expected):
+    assert from_env(env) == expected
+
+
+def torchrun(*args, cwd):
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "resnet_train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_and_leaves_one_run_folder(tmp_path):
+    from .conftest import run_cli
+
+    single = run_cli(*ARGS, f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    ddp_dir = tmp_path / "ddp"
+    ddp_dir.mkdir()
+    proc = torchrun(*ARGS, cwd=ddp_dir)  # Hydra's default run folder, under ddp/outputs/
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folders = [p.parent for p in (ddp_dir / "outputs").rglob("summary.json")]
+    assert len(folders) == 1 and len(list((ddp_dir / "outputs").glob("*/*"))) == 1
+    a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
+    b = torch.load(folders[0] / "last.pt", weights_only=True)
+    for key, tensor in a["model"].items():
+        assert torch.allclose(tensor.float(), b["model"][key].float(), atol=1e-3, rtol=1e-3), key
+    for ra, rb in zip(a["history"], b["history"], strict=True):
+        assert ra["epoch"] == rb["epoch"] and ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
+        assert ra["test_loss"] == pytest.approx(rb["test_loss"], rel=1e-3)
+    assert len(b["rng_ranks"]) == 2
+    summary = json.loads((folders[0] / "summary.json").read_text())
+    assert summary["steps"] == 8  # 256 images at a global batch of 64, two epochs
+
+    # Resume works under DDP: one more epoch from that folder's last.pt.
+    resumed = torchrun(*ARGS, "train.epochs=3", f"resume={folders[0] / 'last.pt'}", cwd=ddp_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+
+
+def test_global_batch_must_divide_over_processes(tmp_path, monkeypatch):
+    from resnet_train.train import train
+
+    from .test_train import tiny
+
+    cfg = tiny(epochs=1)
+    cfg.train.batch_size = 63
+    with pytest.raises(ValueError, match="global batch; it must divide evenly over the 2 processes"):
+        train(cfg, tmp_path, dist=Dist(0, 2, 0))
