@@ -78,6 +78,8 @@ class DataConfig:
     augment: str = "cifar"  # cifar: pad + random crop + flip; imagenet: random-resized crop + flip
     pad: int = 4  # pixels, cifar augmentation
     pad_mode: str = "zero"  # zero | reflect
+    color_jitter: float = 0.0  # imagenet augmentation: brightness, contrast and saturation strength
+    lighting: float = 0.0  # imagenet augmentation: std of AlexNet's PCA lighting noise
     val_size: int = 0  # training images held out as validation (He 2015 used 5000)
     num_workers: int = 2
     # Keep an in-memory dataset on the device as uint8 and augment it there per batch; null: on

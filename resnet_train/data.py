@@ -246,6 +246,25 @@ def hold_out(train: Split, val_size: int) -> tuple[Split, Split]:
 
 # ---------------------------------------------------------------- transforms
 
+class Lighting(torch.nn.Module):
+    """AlexNet's PCA colour noise (Krizhevsky et al. 2012, Sec. 4.1), as fb.resnet.torch applies
+    it: add eigvec @ (alpha * eigval) to every pixel, alpha ~ N(0, std), on a 0..1 image."""
+
+    EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+    EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]])
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.std
+        rgb = self.EIGVEC @ (alpha * self.EIGVAL)
+        return image + rgb.view(3, 1, 1).to(image.dtype)
+
+
 def train_transform(cfg: DataConfig):
     ops: list = [v2.ToImage()]
     if cfg.augment == "cifar":
@@ -253,8 +272,17 @@ def train_transform(cfg: DataConfig):
         pad_mode = "constant" if cfg.pad_mode == "zero" else "reflect"
         ops += [v2.RandomCrop(cfg.image_size, padding=cfg.pad, padding_mode=pad_mode), v2.RandomHorizontalFlip()]
     elif cfg.augment == "imagenet":
-        ops += [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()]
-    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
+        # fb.resnet.torch: random-resized crop (scale 0.08-1, aspect 3/4-4/3), colour jitter,
+        # PCA lighting noise, flip.
+        ops += [v2.RandomResizedCrop(cfg.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+                v2.RandomHorizontalFlip()]
+        if cfg.color_jitter:
+            ops.append(v2.ColorJitter(brightness=cfg.color_jitter, contrast=cfg.color_jitter,
+                                      saturation=cfg.color_jitter))
+    ops.append(v2.ToDtype(torch.float32, scale=True))
+    if cfg.augment == "imagenet" and cfg.lighting:
+        ops.append(Lighting(cfg.lighting))
+    return v2.Compose(ops + [v2.Normalize(cfg.mean, cfg.std)])
 
 
 def eval_transform(cfg: DataConfig):

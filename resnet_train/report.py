@@ -68,6 +68,11 @@ GROUPS = [
     Group("Wide ResNets", "Zagoruyko & Komodakis 2016 (arXiv 1605.07146)",
           [Arm("wrn/wrn_28_10", "wrn-28-10", 4.00), Arm("wrn/wrn_28_10_dropout", "wrn-28-10", 3.89),
            Arm("wrn/wrn_16_8", "wrn-16-8", 4.27), Arm("wrn/wrn_40_4", "wrn-40-4", 4.53)]),
+    Group("ImageNet: single-crop top-1 error", "fb.resnet.torch (Torch blog, 2016)",
+          [Arm(f"imagenet/{name}", label, p) for name, label, p in (
+              ("resnet18", "resnet-18", 30.43), ("resnet34", "resnet-34", 26.73), ("resnet50", "resnet-50", 24.01),
+              ("resnet101", "resnet-101", 22.44), ("resnet152", "resnet-152", 22.16),
+              ("preresnet200", "preresnet-200", 21.66))]),
 ]
 
 
@@ -149,7 +154,8 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     optim = [_mean(runs, f"blog/{n}", "resnet-110") for n in ("original", "rmsprop", "adadelta", "adagrad")]
     units = [_mean(runs, f"identity_mappings/{n}", "resnet-164")
              for n in ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")]
-    others = [r.mean for (exp, _), r in runs.items() if not exp.startswith("wrn/wrn_28_10")]
+    others = [r.mean for (exp, _), r in runs.items()
+              if not exp.startswith(("wrn/wrn_28_10", "imagenet/")) and exp != "-"]
     wrn = [_mean(runs, "wrn/wrn_28_10", "wrn-28-10")]
     return [
         verdict("He 2015: error falls with depth 20 → 110, and ResNet-110 is at least 2 points below ResNet-20", depth,
@@ -162,7 +168,8 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
                 lambda s, r, d, a: s < r < d < a and a - d >= 2.0),
         verdict("Identity Mappings, ResNet-164: full pre-activation best, BN after addition worst", units,
                 lambda *e: min(e) == e[4] and max(e) == e[1]),
-        verdict("WRN-28-10 is best of all runs", wrn + ([min(others)] if others else [None]), lambda w, o: w < o),
+        verdict("WRN-28-10 is best of all CIFAR-10 ablation runs", wrn + ([min(others)] if others else [None]),
+                lambda w, o: w < o),
     ]
 
 

@@ -61,6 +61,11 @@ def _model_args(model_cfg: ModelConfig) -> dict[str, Any]:
     return {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig)}
 
 
+def wants_top5(data_cfg: DataConfig) -> bool:
+    """Top-5 error beside top-1 for 100 classes or more, and for ImageNet-style folders."""
+    return data_cfg.num_classes >= 100 or (data_cfg.name == "imagefolder" and data_cfg.num_classes > 5)
+
+
 def model_label(m: ModelConfig) -> str:
     """resnet-110, preresnet-1001, wrn-28-10: the names the papers' tables use."""
     return f"{m.family}-{m.depth}" + (f"-{m.widen_factor}" if m.family == "wrn" else "")
@@ -264,7 +269,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     if dist.is_main:
         ckpt_io.remove_stale_temporaries(run_dir)
     select = "val" if "val" in eval_loaders else "test"
-    top5 = data.num_classes >= 100
+    top5 = wants_top5(cfg.data)
     progress = cfg.train.progress and sys.stderr.isatty() and dist.is_main
     wall0 = time.perf_counter()
     epochs_bar = tqdm(total=num_epochs, initial=epoch, desc="epochs", disable=not progress, dynamic_ncols=True)
@@ -380,7 +385,7 @@ def evaluate_checkpoint(cfg: Config) -> dict[str, float]:
     loader = make_loader(data.evals["test"], cfg.train.eval_batch_size, num_workers=cfg.data.num_workers,
                          pin_memory=device.type == "cuda")
     res = evaluate(model, loader, device=device, amp=cfg.train.amp and device.type == "cuda",
-                   top5=data.num_classes >= 100)
+                   top5=wants_top5(cfg.data))
     saved_data = state["config"]["data"]["name"]
     if saved_data != cfg.data.name:
         print(f"note: the checkpoint was trained on {saved_data}; evaluating on {cfg.data.name}")

@@ -16,7 +16,7 @@ EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
 
 
 def test_every_source_has_its_arms():
-    assert {e.split("/")[0] for e in EXPERIMENTS} == {"blog", "he2015", "identity_mappings", "wrn"}
+    assert {e.split("/")[0] for e in EXPERIMENTS} == {"blog", "he2015", "identity_mappings", "wrn", "imagenet"}
     from resnet_train.report import GROUPS
 
     assert {arm.experiment for group in GROUPS for arm in group.arms} == set(EXPERIMENTS)  # the report knows each
@@ -32,7 +32,10 @@ def test_experiment_composes_cites_and_trains_tiny(compose, name, tmp_path):
     validate(cfg)
     # Shrink to seconds on CPU, keeping the arm's unit, shortcut, optimizer and schedule.
     m = cfg.model
-    m.depth = {"wrn": 10}.get(m.family, 11 if m.block == "bottleneck" else 8)
+    if m.stem == "imagenet":
+        m.depth, m.block = 18, "basic"
+    else:
+        m.depth = {"wrn": 10}.get(m.family, 11 if m.block == "bottleneck" else 8)
     m.widen_factor = 1
     cfg.data = OmegaConf.to_object(compose("data=cifar10_sample")).data
     cfg.data.train_size, cfg.data.test_size, cfg.data.num_workers = 64, 32, 0
@@ -58,6 +61,44 @@ def test_experiment_recipes_match_the_papers(compose, name, checks):
     cfg = compose(f"experiment={name}")
     for key, value in checks.items():
         assert OmegaConf.select(cfg, key) == value, key
+
+
+def test_imagenet_recipe_matches_fb_resnet_torch(compose):
+    cfg = compose("experiment=imagenet/resnet50")
+    assert (cfg.model.depth, cfg.model.stem, cfg.data.name, cfg.data.image_size) == (50, "imagenet", "imagefolder", 224)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.optim.lr, cfg.optim.weight_decay) == (90, 256, 0.1, 1e-4)
+    assert (cfg.sched.name, cfg.sched.step_size, cfg.sched.gamma) == ("step", 30, 0.1)
+    assert (cfg.data.color_jitter, cfg.data.lighting, cfg.data.augment) == (0.4, 0.1, "imagenet")
+
+
+def write_image_folder(root, per_class_train=4, per_class_val=2):
+    """A real ImageFolder tree: JPEG files of the shipped CIFAR-10 sample, as unpack_cifar10.py
+    --layout folder writes them."""
+    from importlib import resources
+
+    import numpy as np
+
+    with resources.files("resnet_train").joinpath("assets/cifar10_sample.npz").open("rb") as f:
+        z = np.load(f)
+        for split, source, count in (("train", "train", per_class_train), ("val", "test", per_class_val)):
+            buf, off, labels = z[f"{source}_jpeg"].tobytes(), z[f"{source}_offsets"], z[f"{source}_labels"]
+            for cls in range(10):
+                idx = np.flatnonzero(labels == cls)[:count]
+                (root / split / f"class{cls}").mkdir(parents=True)
+                for i in idx:
+                    (root / split / f"class{cls}" / f"{i:05d}.jpg").write_bytes(buf[off[i]:off[i + 1]])
+
+
+def test_imagenet_recipe_runs_end_to_end_on_an_image_folder(tmp_path):
+    write_image_folder(tmp_path / "tree")
+    proc = run_cli("experiment=imagenet/resnet18", f"data.root={tmp_path / 'tree'}", "data.num_classes=10",
+                   "data.num_workers=0", "train.epochs=null", "train.iterations=2", "train.batch_size=8",
+                   "train.eval_batch_size=10", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["experiment"] == "imagenet/resnet18" and summary["steps"] == 2
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= record["test_err5"] <= record["test_err"] <= 100  # top-5 reported beside top-1
 
 
 def test_command_line_overrides_the_experiment(compose):
