@@ -49,6 +49,8 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
         # The whole process stops, a sweep included: the signal was meant for it (e.g. preemption).
         if distributed.from_env().is_main:
             print(f"resnet-train: {exc}", file=sys.stderr, flush=True)
+        if exc.forward is not None:  # e.g. submitit requeues the job, then exits
+            exc.forward(exc.signum, None)
         sys.exit(128 + exc.signum)
     except USER_ERRORS as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -45,6 +45,11 @@ def from_env(env: dict[str, str] | None = None) -> Dist:
 
 
 def init(d: Dist, use_cuda: bool) -> None:
+    if d.active and "MASTER_ADDR" not in os.environ and "SLURM_JOB_ID" in os.environ:
+        # Under hydra-submitit-launcher: submitit knows the first node's address and a port.
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()
     if d.active and not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(d.local_rank)

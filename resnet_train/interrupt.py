@@ -7,11 +7,13 @@ import threading
 
 
 class Interrupted(Exception):
-    """The run stopped on a signal after saving its state."""
+    """The run stopped on a signal after saving its state. `forward` is the handler the signal
+    had before the run took it over (submitit's requeue handler under SLURM), or None."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self, message: str, signum: int, forward=None):
         super().__init__(message)
         self.signum = signum
+        self.forward = forward if callable(forward) and forward is not signal.default_int_handler else None
 
 
 class GracefulStop:
@@ -37,6 +39,9 @@ class GracefulStop:
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    def previous(self, signum: int | None):
+        return self._previous.get(signum)
 
     def __call__(self) -> bool:
         return self.signum is not None

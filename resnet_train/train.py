@@ -359,7 +359,7 @@ def _interrupted(stop: GracefulStop, epoch: int, step: int, run_dir: Path, overr
     signum = stop.signum or signal.SIGTERM
     return Interrupted(f"interrupted by {signal.Signals(signum).name} in epoch {epoch + 1} at iteration {step}; the "
                        f"state is saved in {run_dir / 'last.pt'}. Resume with: "
-                       f"{_resume_hint(overrides, run_dir / 'last.pt')}", signum)
+                       f"{_resume_hint(overrides, run_dir / 'last.pt')}", signum, stop.previous(signum))
 
 
 def _global_totals(totals: EpochTotals, dist: Dist, device: torch.device) -> EpochTotals:

@@ -84,3 +84,43 @@ def test_global_batch_must_divide_over_processes(tmp_path, monkeypatch):
     cfg.train.batch_size = 63
     with pytest.raises(ValueError, match="global batch; it must divide evenly over the 2 processes"):
         train(cfg, tmp_path, dist=Dist(0, 2, 0))
+
+
+def test_slurm_launcher_config_composes(compose):
+    from hydra import compose as hydra_compose
+
+    cfg = hydra_compose(config_name="config", overrides=["hydra/launcher=slurm", "experiment=wrn/wrn_28_10"],
+                        return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.signal_delay_s) == (1, 1, 120)
+    assert launcher.max_num_timeout > 0  # requeue on timeout; preemption requeues through submitit's handler
+
+
+def test_stop_signal_is_forwarded_to_the_previous_handler(tmp_path):
+    """Under SLURM, submitit's SIGUSR1 handler requeues the job: the run saves, then calls it."""
+    import signal
+
+    from resnet_train.interrupt import GracefulStop, Interrupted
+    from resnet_train.train import train
+
+    from .test_train import tiny
+
+    seen = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    original = GracefulStop.__call__
+
+    def stop_at_once(self):
+        self.signum = signal.SIGUSR1
+        return True
+
+    GracefulStop.__call__ = stop_at_once
+    try:
+        with pytest.raises(Interrupted) as info:
+            train(tiny(epochs=2), tmp_path)
+    finally:
+        GracefulStop.__call__ = original
+        signal.signal(signal.SIGUSR1, previous)
+    assert info.value.forward is not None
+    info.value.forward(info.value.signum, None)
+    assert seen == [signal.SIGUSR1] and (tmp_path / "last.pt").is_file()
