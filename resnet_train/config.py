@@ -138,6 +138,11 @@ def _positive(key: str, value: Any) -> None:
         raise ValueError(f"{key} must be positive, got {value}")
 
 
+def _non_negative(key: str, value: Any, unit: str = "") -> None:
+    if value < 0:
+        raise ValueError(f"{key} must be >= 0{unit}, got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that fail at start with one readable line (ValueError)."""
     _choice("mode", cfg.mode, MODES)
@@ -156,8 +161,7 @@ def validate(cfg: Config) -> None:
     o = cfg.optim
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)
-    if o.weight_decay < 0:
-        raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _non_negative("optim.weight_decay", o.weight_decay)
     s = cfg.sched
     _choice("sched.name", s.name, SCHEDULES)
     _choice("sched.unit", s.unit, SCHEDULE_UNITS)
@@ -166,8 +170,7 @@ def validate(cfg: Config) -> None:
         _positive("sched.step_size", s.step_size)
     if list(s.milestones) != sorted(s.milestones):
         raise ValueError(f"sched.milestones must be increasing, got {list(s.milestones)}")
-    if s.warmup < 0:
-        raise ValueError(f"sched.warmup must be >= 0 iterations, got {s.warmup}")
+    _non_negative("sched.warmup", s.warmup, " iterations")
     d = cfg.data
     _choice("data.name", d.name, DATASETS)
     _choice("data.augment", d.augment, AUGMENTATIONS)
@@ -179,8 +182,8 @@ def validate(cfg: Config) -> None:
     for key in ("train_size", "test_size"):
         if getattr(d, key) is not None:
             _positive(f"data.{key}", getattr(d, key))
-    if d.val_size < 0 or d.num_workers < 0:
-        raise ValueError("data.val_size and data.num_workers must be >= 0")
+    _non_negative("data.val_size", d.val_size)
+    _non_negative("data.num_workers", d.num_workers)
     t = cfg.train
     if (t.epochs is None) == (t.iterations is None):
         raise ValueError("set exactly one of train.epochs and train.iterations (the other to null)")
@@ -190,7 +193,6 @@ def validate(cfg: Config) -> None:
     _choice("train.compile", t.compile, COMPILE_MODES)
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
-    if t.keep_last < 0:
-        raise ValueError(f"train.keep_last must be >= 0, got {t.keep_last}")
+    _non_negative("train.keep_last", t.keep_last)
     if cfg.mode == "eval" and not cfg.ckpt:
         raise ValueError("mode=eval needs a checkpoint: add ckpt=PATH/TO/last.pt")
