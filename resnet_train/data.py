@@ -46,21 +46,19 @@ class Transformed(Dataset):
     """Applies `transform` to each (image, label) of `base`. With `seed` set, each sample's
     random augmentation is drawn from a generator seeded by (seed, epoch, index) alone, so it
     does not depend on the number of loader workers, on which worker takes the sample, or on
-    where in the epoch a resumed run starts."""
+    where in the epoch a resumed run starts. The key is an index, or (epoch, index) as
+    EpochSampler yields it: the epoch travels with the key, so persistent workers see it."""
 
     def __init__(self, base: Dataset, transform, seed: int | None = None):
         self.base = base
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         image, label = self.base[i]
         if self.seed is None:
             return self.transform(image), label
@@ -68,7 +66,7 @@ class Transformed(Dataset):
         # and give it back its state (torch.manual_seed and fork_rng cost 100x more).
         gen = torch.default_generator
         saved = gen.get_state()
-        gen.manual_seed(_mix(self.seed, self.epoch, i))
+        gen.manual_seed(_mix(self.seed, epoch, i))
         try:
             return self.transform(image), label
         finally:
@@ -95,7 +93,7 @@ class EpochSampler(Sampler[int]):
         """start: images of this epoch's global order already consumed (a resumed run skips them)."""
         self.epoch, self.start = epoch, start
 
-    def _order(self) -> torch.Tensor:
+    def indices(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=g)[self.start:]
         if self.world > 1:
@@ -103,10 +101,10 @@ class EpochSampler(Sampler[int]):
         return order
 
     def __iter__(self):
-        return iter(self._order().tolist())
+        return ((self.epoch, i) for i in self.indices().tolist())
 
     def __len__(self) -> int:
-        return len(self._order())
+        return len(self.indices())
 
 
 # ---------------------------------------------------------------- readers
@@ -341,7 +339,7 @@ class DeviceBatches:
             order = torch.arange(len(self.labels), device=self.images.device)
             first = 0
         else:
-            order = torch.tensor(list(self.sampler), device=self.images.device)
+            order = self.sampler.indices().to(self.images.device)
             first = self.sampler.start // self.sampler.global_batch
         for k, idx in enumerate(order.split(self.batch_size), start=first):
             x = self.images[idx].float()
@@ -429,5 +427,5 @@ def make_loader(dataset: Dataset, batch_size: int, *, num_workers: int, pin_memo
     Each loader has its own generator: otherwise every new epoch's iterator draws its workers'
     base seed from the global RNG, and a run resumed mid-epoch would see other dropout masks."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=False,
+                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(0))

@@ -278,7 +278,6 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
             stop = local_stop if not dist.active else lambda: distributed.any_rank(local_stop(), dist, device)
             while epoch < num_epochs and step < total_steps:
                 sampler.set_epoch(epoch, start=partial_epoch.steps * cfg.train.batch_size)
-                data.train.set_epoch(epoch)
                 epoch_start_step = step - partial_epoch.steps
                 totals, stopped = train_epoch(step_model, train_loader, optimizer, lr_fn=lr_fn, step=step,
                                               max_steps=total_steps, device=device, totals=partial_epoch,

@@ -20,8 +20,9 @@ def test_rank_slices_of_each_global_batch_cover_the_single_process_order():
     ranks = [EpochSampler(50, seed=3, global_batch=8, rank=r, world=2) for r in range(2)]
     for s in (single, *ranks):
         s.set_epoch(4, start=16)
-    order = list(single)
-    parts = [list(r) for r in ranks]
+    order = single.indices().tolist()
+    parts = [r.indices().tolist() for r in ranks]
+    assert list(single)[:2] == [(4, order[0]), (4, order[1])]  # keys carry the epoch to the workers
     for b in range(0, len(order), 8):
         batch = order[b:b + 8]
         assert parts[0][b // 2:b // 2 + len(batch) // 2] + parts[1][b // 2:b // 2 + len(batch) // 2] == batch or \

@@ -100,3 +100,14 @@ def test_iterations_define_the_length(tmp_path):
     out = train(tiny(epochs=None, **{"train.iterations": 6}), tmp_path / "run")
     # 256 images at batch 64: 4 iterations per epoch, so 6 iterations end mid-way through epoch 2.
     assert out["steps"] == 6 and out["epochs"] == 2
+
+
+def test_loader_workers_do_not_change_the_run(tmp_path):
+    """Augmentation is seeded per (seed, epoch, image), and the epoch travels in the sampler's
+    keys, so persistent workers give the same run as the main process, epoch after epoch."""
+    a = train(tiny(epochs=2), tmp_path / "w0")
+    cfg = tiny(epochs=2)
+    cfg.data.num_workers = 2
+    b = train(cfg, tmp_path / "w2")
+    history = [load_checkpoint(tmp_path / run / "last.pt")["history"] for run in ("w0", "w2")]
+    assert history[0] == history[1] and a["final_test_err"] == b["final_test_err"]
