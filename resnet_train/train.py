@@ -210,17 +210,15 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     model = make_model(cfg.model, cfg.data)
     if cfg.train.sync_bn and dist.active:
         model = distributed.convert_sync_bn(model)
-    model = model.to(device)
-    optimizer = build_optimizer(model, cfg.optim)
-    base_lr = cfg.optim.lr
-    if cfg.optim.lr_reference_batch:  # Goyal et al. 2017: LR proportional to the global batch
-        base_lr *= cfg.train.batch_size / cfg.optim.lr_reference_batch
     cuda = device.type == "cuda"
     amp, channels_last = cfg.train.amp and cuda, cfg.train.channels_last and cuda
     if cuda:
         torch.backends.cudnn.benchmark = True
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, cfg.optim)
+    base_lr = cfg.optim.lr
+    if cfg.optim.lr_reference_batch:  # Goyal et al. 2017: LR proportional to the global batch
+        base_lr *= cfg.train.batch_size / cfg.optim.lr_reference_batch
     # The wrapped and compiled modules share their parameters with `model`, which checkpoints
     # save and rank 0 evaluates.
     step_model = model
