@@ -23,7 +23,7 @@ from .interrupt import Interrupted
 
 register_configs()
 
-USER_ERRORS = (ValueError, DataError, CheckpointError, DivergenceError, PermissionError, OSError)
+USER_ERRORS = (ValueError, DataError, CheckpointError, DivergenceError, OSError)
 
 
 class UserError(CompactHydraException):

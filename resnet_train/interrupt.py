@@ -45,7 +45,3 @@ class GracefulStop:
 
     def __call__(self) -> bool:
         return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""

@@ -97,20 +97,27 @@ class Runs:
         return statistics.stdev(self.errors) if self.n > 1 else 0.0
 
 
-def collect(folders: list[Path]) -> dict[tuple[str, str], Runs]:
-    runs: dict[tuple[str, str], Runs] = {}
+def finished_runs(folders: list[Path]):
+    """(summary.json path, summary) of every completed run below the folders."""
     for folder in folders:
         for summary_path in sorted(Path(folder).rglob("summary.json")):
             summary = json.loads(summary_path.read_text())
-            if summary.get("status") != "completed" or summary.get("final_test_err") is None:
-                continue
-            arm = runs.setdefault((summary.get("experiment") or "-", summary["model"]), Runs())
-            arm.errors.append(summary["final_test_err"])
-            arm.best_epochs.append(summary["best_epoch"])
-            metrics = summary_path.parent / "metrics.jsonl"
-            if metrics.is_file():
-                records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                arm.curves.append({r["epoch"]: r["test_err"] for r in records if "test_err" in r})
+            if summary.get("status") == "completed":
+                yield summary_path, summary
+
+
+def collect(folders: list[Path]) -> dict[tuple[str, str], Runs]:
+    runs: dict[tuple[str, str], Runs] = {}
+    for summary_path, summary in finished_runs(folders):
+        if summary.get("final_test_err") is None:
+            continue
+        arm = runs.setdefault((summary.get("experiment") or "-", summary["model"]), Runs())
+        arm.errors.append(summary["final_test_err"])
+        arm.best_epochs.append(summary["best_epoch"])
+        metrics = summary_path.parent / "metrics.jsonl"
+        if metrics.is_file():
+            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            arm.curves.append({r["epoch"]: r["test_err"] for r in records if "test_err" in r})
     return runs
 
 
@@ -234,17 +241,13 @@ def render(runs: dict[tuple[str, str], Runs], out: Path) -> str:
 def copy_results(folders: list[Path], dest: Path) -> int:
     """Copies each finished run's small files (no checkpoints) to dest/EXPERIMENT/MODEL/seedN."""
     count = 0
-    for folder in folders:
-        for summary_path in sorted(Path(folder).rglob("summary.json")):
-            summary = json.loads(summary_path.read_text())
-            if summary.get("status") != "completed":
-                continue
-            target = dest / (summary.get("experiment") or "other") / summary["model"] / f"seed{summary['seed']}"
-            target.mkdir(parents=True, exist_ok=True)
-            for name in ("summary.json", "metrics.jsonl"):
-                if (summary_path.parent / name).is_file():
-                    shutil.copy2(summary_path.parent / name, target / name)
-            count += 1
+    for summary_path, summary in finished_runs(folders):
+        target = dest / (summary.get("experiment") or "other") / summary["model"] / f"seed{summary['seed']}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("summary.json", "metrics.jsonl"):
+            if (summary_path.parent / name).is_file():
+                shutil.copy2(summary_path.parent / name, target / name)
+        count += 1
     return count
 
 

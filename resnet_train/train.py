@@ -28,7 +28,7 @@ from .data import DeviceBatches, EpochSampler, build_datasets, make_loader
 from .distributed import Dist
 from .engine import EpochTotals, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
-from .metrics import RunLogger, flatten
+from .metrics import RunLogger
 from .models import ResNet, build_model, check_model_args, default_unit
 from .models.summary import count_params, model_summary
 from .optim import build_optimizer, lr_at
@@ -346,7 +346,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     if "test_err5" in final:
         summary["final_test_err5"] = final["test_err5"]
     results = {k: summary[k] for k in ("final_test_err", "best_test_err") if summary[k] is not None}
-    logger.hparams(flatten(config_dict), results)
+    logger.hparams(config_dict, results)
     logger.summary(summary)
     logger.close()
     return summary
