@@ -293,15 +293,20 @@ def eval_transform(cfg: DataConfig):
 
 # ---------------------------------------------------------------- device-resident batches
 
-def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, gen: torch.Generator) -> torch.Tensor:
-    """A batch version of torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip():
-    each image gets a top-left offset uniform in [0, 2 * pad] per axis and a flip with
-    probability 1/2, drawn from `gen` (a CPU generator, so the draws do not depend on the device).
-    Takes and returns float images (B, C, H, W); zero padding pads with 0, as torchvision pads
-    the uint8 image before normalisation."""
+def draw_crop_flip(n: int, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws of torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip() for n
+    images: top-left offsets (2, n) uniform in [0, 2 * pad] per axis, and flips (n,) with
+    probability 1/2. From a CPU generator, so they do not depend on the device."""
+    return torch.randint(0, 2 * pad + 1, (2, n), generator=gen), torch.rand(n, generator=gen) < 0.5
+
+
+def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, offsets: torch.Tensor,
+                     flips: torch.Tensor) -> torch.Tensor:
+    """Pads, crops and flips a batch of float images (B, C, H, W) as `draw_crop_flip` drew, on the
+    images' device. Zero padding pads with 0, as torchvision pads the uint8 image before
+    normalisation."""
     b, _, h, w = images.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).to(images.device, non_blocking=True)
-    flips = (torch.rand(b, generator=gen) < 0.5).to(images.device, non_blocking=True)
+    offsets, flips = offsets.to(images.device), flips.to(images.device)
     if pad:
         images = F.pad(images, (pad, pad, pad, pad), mode="constant" if pad_mode == "zero" else "reflect")
     rows = offsets[0][:, None] + torch.arange(h, device=images.device)
@@ -335,17 +340,29 @@ class DeviceBatches:
         return -(-n // self.batch_size)
 
     def __iter__(self):
+        device = self.images.device
         if self.sampler is None:
-            order = torch.arange(len(self.labels), device=self.images.device)
-            first = 0
+            order, first = torch.arange(len(self.labels)), 0
         else:
-            order = self.sampler.indices().to(self.images.device)
-            first = self.sampler.start // self.sampler.global_batch
-        for k, idx in enumerate(order.split(self.batch_size), start=first):
+            order, first = self.sampler.indices(), self.sampler.start // self.sampler.global_batch
+        chunks = order.split(self.batch_size)
+        if self.augment:
+            # Batch k of an epoch draws from its own generator, seeded by (seed, epoch, k); the whole
+            # epoch's draws go to the device in one copy, since a copy from pageable host memory
+            # per batch would wait for the GPU every step.
+            epoch = self.sampler.epoch
+            draws = [draw_crop_flip(len(idx), self.pad, torch.Generator().manual_seed(_mix(self.seed, epoch, k)))
+                     for k, idx in enumerate(chunks, start=first)]
+            offsets = torch.cat([d[0] for d in draws], 1).to(device)
+            flips = torch.cat([d[1] for d in draws]).to(device)
+        order = order.to(device)
+        start = 0
+        for idx in order.split(self.batch_size):
+            end = start + len(idx)
             x = self.images[idx].float()
             if self.augment:
-                gen = torch.Generator().manual_seed(_mix(self.seed, self.sampler.epoch, k))
-                x = random_crop_flip(x, self.pad, self.pad_mode, gen)
+                x = random_crop_flip(x, self.pad, self.pad_mode, offsets[:, start:end], flips[start:end])
+            start = end
             yield (x - self.mean) / self.std, self.labels[idx]
 
 

@@ -41,8 +41,9 @@ class EpochTotals:
 
 
 def _autocast(device: torch.device, amp: bool):
+    # No weight-cast cache: a CUDA graph cannot capture it, and eager steps then match graphed ones.
     if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -52,20 +53,111 @@ def _to(batch, device: torch.device, channels_last: bool):
     return x, y.to(device, non_blocking=True)
 
 
-def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
+class RunningSums:
+    """An epoch's sums kept on the device: loss, errors, and the first iteration whose loss was
+    not finite (-1: none). Reading them is the only host sync of the loop."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.wrong = torch.zeros((), device=device, dtype=torch.int64)
+        self.first_bad = torch.zeros((), device=device, dtype=torch.int64)
+        self.iteration = torch.zeros((), device=device, dtype=torch.int64)
+
+    def reset(self, totals: EpochTotals, step: int) -> None:
+        """In place, since a captured graph holds these very tensors."""
+        self.loss_sum.fill_(totals.loss_sum)
+        self.wrong.fill_(totals.wrong)
+        self.first_bad.fill_(-1)
+        self.iteration.fill_(step)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad.copy_(torch.where(bad, self.iteration, self.first_bad))
+        self.iteration.add_(1)
+        self.loss_sum.add_(loss.double() * y.shape[0])
+        self.wrong.add_((logits.argmax(1) != y).sum())
+
+
+class TrainStep:
+    """One training step, run eagerly: the reference path."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device, amp: bool):
+        self.model, self.optimizer, self.device, self.amp = model, optimizer, device, amp
+        self.sums = RunningSums(device)
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with _autocast(self.device, self.amp):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
+        self.sums.add(loss.detach(), logits.detach(), y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._forward_backward(x, y)
+        self.optimizer.step()
+
+
+class GraphedTrainStep(TrainStep):
+    """The forward, loss, backward and running sums of a step captured once in a CUDA graph and
+    replayed: thin CIFAR ResNets are bound by kernel launches, and a replay launches them all at
+    once. The optimizer steps outside the graph (one fused kernel), so the learning rate and the
+    optimizer work unchanged. The first `warmup` steps run eagerly on a side stream, as capture
+    requires; a batch of another shape (an epoch's last) runs eagerly. Every step is a real step
+    in all cases: the graph records the same kernels that the eager step runs."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device, amp: bool,
+                 warmup: int = 3):
+        super().__init__(model, optimizer, device=device, amp=amp)
+        self.warmup = warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.x = self.y = None
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.grads: list[torch.Tensor | None] = []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.graph is not None and x.shape == self.x.shape:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            self.graph.replay()
+            self.optimizer.step()
+            return
+        if self.graph is not None:  # another batch size: eager, then the graph's gradients back in place
+            super().__call__(x, y)
+            for p, g in zip(self.params, self.grads, strict=True):
+                p.grad = g
+            return
+        if self.warmup > 0:
+            self.warmup -= 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                super().__call__(x, y)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self.x, self.y = x.clone(), y.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._forward_backward(self.x, self.y)
+        self.grads = [p.grad for p in self.params]
+        self.graph.replay()
+        self.optimizer.step()
+
+
+def train_epoch(step_fn: TrainStep, batches: Iterable, *,
                 lr_fn: Callable[[int], float], step: int, max_steps: int, device: torch.device,
-                totals: EpochTotals | None = None, amp: bool = False, channels_last: bool = False,
-                progress: bool = False,
+                totals: EpochTotals | None = None, channels_last: bool = False, progress: bool = False,
                 desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False
                 ) -> tuple[EpochTotals, bool]:
-    """Trains over `batches` from global iteration `step` until the batches end, max_steps is
-    reached, or stop() turns true after a step. Returns the epoch's totals (continuing `totals`)
-    and whether stop() ended it early. The LR is set from lr_fn before each step."""
-    model.train()
+    """Trains with `step_fn` over `batches` from global iteration `step` until the batches end,
+    max_steps is reached, or stop() turns true after a step. Returns the epoch's totals
+    (continuing `totals`) and whether stop() ended it early. The LR is set from lr_fn before each
+    step."""
+    step_fn.model.train()
     totals = totals or EpochTotals()
-    loss_sum = torch.tensor(totals.loss_sum, device=device, dtype=torch.float64)
-    wrong = torch.tensor(totals.wrong, device=device, dtype=torch.int64)
-    first_bad = torch.tensor(-1, device=device)
+    sums = step_fn.sums
+    sums.reset(totals, step)
     images, steps = totals.images, totals.steps
     check_every = 1 if device.type == "cpu" else check_every
     stopped = False
@@ -75,31 +167,22 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
     for batch in bar:
         if step >= max_steps:
             break
-        for group in optimizer.param_groups:
+        for group in step_fn.optimizer.param_groups:
             group["lr"] = lr_fn(step)
         x, y = _to(batch, device, channels_last)
-        with _autocast(device, amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss = loss.detach()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        loss_sum += loss.double() * y.shape[0]
-        wrong += (logits.detach().argmax(1) != y).sum()
+        step_fn(x, y)
         images += y.shape[0]
         steps += 1
         step += 1
         if steps % check_every == 0:
-            _check_finite(first_bad, lr_fn)
-            bar.set_postfix(loss=f"{loss_sum.item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}", refresh=False)
+            _check_finite(sums.first_bad, lr_fn)
+            bar.set_postfix(loss=f"{sums.loss_sum.item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}", refresh=False)
         if stop():
             stopped = True
             break
-    _check_finite(first_bad, lr_fn)
+    _check_finite(sums.first_bad, lr_fn)
     bar.close()
-    out = EpochTotals(loss_sum=loss_sum.item(), wrong=int(wrong.item()), images=images, steps=steps,
+    out = EpochTotals(loss_sum=sums.loss_sum.item(), wrong=int(sums.wrong.item()), images=images, steps=steps,
                       seconds=totals.seconds + time.perf_counter() - t0)
     return out, stopped
 

@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError
 from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
 from .data import DeviceBatches, EpochSampler, build_datasets, make_loader
 from .distributed import Dist
-from .engine import EpochTotals, evaluate, train_epoch
+from .engine import EpochTotals, GraphedTrainStep, TrainStep, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger
 from .models import ResNet, build_model, check_model_args, default_unit
@@ -163,6 +163,15 @@ def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device, bat
                                      pin_memory=pin) for name, ds in data.evals.items()}
 
 
+def _cuda_graphs(cfg: Config, device: torch.device, dist: Dist) -> bool:
+    """train.cuda_graphs applies to CUDA runs only, as train.amp does; DDP is refused."""
+    if not cfg.train.cuda_graphs or device.type != "cuda":
+        return False
+    if dist.active:
+        raise ValueError("train.cuda_graphs=true does not work with DDP (torchrun); set it to false")
+    return True
+
+
 def _resume_hint(overrides: list[str], path: Path) -> str:
     kept = [o for o in overrides if not o.startswith("resume=")]
     return " ".join(["resnet-train", *kept, f"resume={path}"])
@@ -195,6 +204,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; it must divide evenly "
                          f"over the {dist.world} processes")
     device = resolve_device(cfg.device, dist.local_rank if dist.active else job_index)
+    if device.type == "cuda":  # a packed sweep job on GPU i: streams and graph capture use the current device
+        torch.cuda.set_device(device)
     distributed.init(dist, device.type == "cuda")
     run_dir = Path(distributed.broadcast(str(run_dir), dist))
     done = _finished(cfg, run_dir)
@@ -229,6 +240,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile != "none":
         step_model = torch.compile(step_model, mode=cfg.train.compile)
+    step_class = GraphedTrainStep if _cuda_graphs(cfg, device, dist) else TrainStep
+    step_fn = step_class(step_model, optimizer, device=device, amp=amp)
     steps_per_epoch = len(train_loader)
     num_epochs, total_steps = _plan(cfg, steps_per_epoch)
     lr_fn = partial(lr_at, base_lr=base_lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
@@ -283,9 +296,9 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
             while epoch < num_epochs and step < total_steps:
                 sampler.set_epoch(epoch, start=partial_epoch.steps * cfg.train.batch_size)
                 epoch_start_step = step - partial_epoch.steps
-                totals, stopped = train_epoch(step_model, train_loader, optimizer, lr_fn=lr_fn, step=step,
+                totals, stopped = train_epoch(step_fn, train_loader, lr_fn=lr_fn, step=step,
                                               max_steps=total_steps, device=device, totals=partial_epoch,
-                                              amp=amp, channels_last=channels_last, progress=progress,
+                                              channels_last=channels_last, progress=progress,
                                               stop=stop, desc=f"epoch {epoch + 1}/{num_epochs}")
                 step = epoch_start_step + totals.steps
                 totals = _global_totals(totals, dist, device)

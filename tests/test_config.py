@@ -77,6 +77,7 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose, override, fragmen
     (["mode=eval"], "mode=eval needs a checkpoint"),
     (["device=tpu"], "device='tpu' is not valid"),
     (["sched.milestones=[123,82]"], "milestones must be increasing"),
+    (["train.cuda_graphs=true", "train.compile=reduce-overhead"], "both capture CUDA graphs"),
 ])
 def test_bad_values_fail_validation(compose, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", "\\(").replace("[", "\\[")):

@@ -7,8 +7,11 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from resnet_train.config import DataConfig
-from resnet_train.data import DeviceBatches, EpochSampler, Split, random_crop_flip
+from resnet_train.config import DataConfig, OptimConfig
+from resnet_train.data import DeviceBatches, EpochSampler, Split, draw_crop_flip, random_crop_flip
+from resnet_train.engine import EpochTotals, GraphedTrainStep, TrainStep
+from resnet_train.models import build_model
+from resnet_train.optim import build_optimizer
 from resnet_train.train import train
 
 from .test_train import tiny
@@ -42,7 +45,7 @@ def test_batch_augmentation_has_torchvisions_distribution():
     reference = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
     theirs = frequencies([offsets_and_flip(reference(image)) for _ in range(N)])
     batch = image[None].expand(N, -1, -1, -1).float()
-    ours_out = random_crop_flip(batch, 4, "zero", torch.Generator().manual_seed(0))
+    ours_out = random_crop_flip(batch, 4, "zero", *draw_crop_flip(N, 4, torch.Generator().manual_seed(0)))
     ours = frequencies([offsets_and_flip(o) for o in ours_out])
     expected = torch.tensor([1 / 9] * 18 + [0.5, 0.5], dtype=torch.float64)
     # Each frequency has a standard error of at most 0.0092 at N=3000; 0.04 is over 4 of them.
@@ -53,13 +56,14 @@ def test_batch_augmentation_has_torchvisions_distribution():
 
 def test_batch_augmentation_pads_like_torchvision():
     image = coordinate_image()
-    out = random_crop_flip(image[None].float(), 4, "zero", torch.Generator().manual_seed(3))[0]
+    draws = draw_crop_flip(1, 4, torch.Generator().manual_seed(3))
+    out = random_crop_flip(image[None].float(), 4, "zero", *draws)[0]
     dy, dx, _ = offsets_and_flip(out)
     ref = v2.functional.crop(v2.functional.pad(image, [4]), dy, dx, 32, 32)
     if out[1, 16, 15] > out[1, 16, 16]:
         ref = v2.functional.horizontal_flip(ref)
     assert torch.equal(out.to(torch.uint8), ref)
-    reflect = random_crop_flip(image[None].float(), 4, "reflect", torch.Generator().manual_seed(3))[0]
+    reflect = random_crop_flip(image[None].float(), 4, "reflect", *draws)[0]
     assert (reflect[0] > 0).all()  # reflection leaves no empty border
 
 
@@ -97,11 +101,49 @@ def test_on_gpu_refuses_datasets_read_from_disk(tmp_path):
         train(cfg, tmp_path)
 
 
+no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fast_path_on_gpu_trains(tmp_path):
-    out = train(tiny(epochs=1, device="cuda", **{"train.compile": "reduce-overhead"}), tmp_path)
+@no_cuda
+@pytest.mark.parametrize("overrides", [{}, {"train.cuda_graphs": True}, {"train.compile": "reduce-overhead"},
+                                       {"data.on_gpu": False, "train.amp": False, "train.channels_last": False}],
+                         ids=["defaults", "graphs", "compile", "plain"])
+def test_each_cuda_path_trains_and_resumes(tmp_path, overrides):
+    out = train(tiny(epochs=2, device="cuda", **overrides), tmp_path / "a")
     assert out["final_test_err"] < 95
+    train(tiny(epochs=1, device="cuda", **overrides), tmp_path / "b")
+    resumed = train(tiny(epochs=2, device="cuda", resume="auto", **overrides), tmp_path / "b")
+    assert resumed["epochs"] == 2 and resumed["final_test_err"] < 95
+
+
+@pytest.mark.gpu
+@no_cuda
+def test_graphed_step_computes_the_eager_step(monkeypatch):
+    """Same weights and sums after steps that cross the capture (3 eager warm-up steps, then
+    replays) and an odd-sized batch after it (eager, with the graph's gradients put back)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+               for n in [32] * 6 + [20] + [32] * 3]
+    results = []
+    for step_class in (TrainStep, GraphedTrainStep):
+        torch.manual_seed(1)
+        model = build_model(family="resnet", depth=8, num_classes=10).to(device)
+        step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=False)
+        model.train()
+        step_fn.sums.reset(EpochTotals(), 0)
+        for x, y in batches:
+            step_fn(x.to(device), y.to(device))
+        sums = step_fn.sums
+        results.append((torch.cat([p.detach().flatten() for p in model.parameters()]),
+                        sums.loss_sum.item(), sums.wrong.item(), sums.iteration.item()))
+    (eager, *eager_sums), (graphed, *graphed_sums) = results
+    assert graphed_sums[1:] == eager_sums[1:] and graphed_sums[2] == len(batches)
+    assert graphed_sums[0] == pytest.approx(eager_sums[0], rel=1e-5)
+    assert torch.allclose(eager, graphed, atol=1e-5), (eager - graphed).abs().max()
 
 
 def test_bench_script_runs_tiny_on_cpu(tmp_path):
@@ -113,7 +155,8 @@ def test_bench_script_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--data", "cifar10_sample", "--device",
                            "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "16", "--imagenet-batch-size", "2",
-                           "--workers", "0", "--models", "resnet20", "resnet18", "--out", str(out)],
+                           "--workers", "0", "--models", "resnet20", "resnet18", "--out", str(out),
+                           "--profile", str(tmp_path / "prof")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -122,3 +165,5 @@ def test_bench_script_runs_tiny_on_cpu(tmp_path):
     assert cifar["ratio"] == pytest.approx(cifar["ours"] / cifar["peer"])
     assert imagenet["data"] == "synthetic 224 px" and "peer" not in imagenet
     assert "| resnet20 | cifar10_sample | 16 |" in proc.stdout and result["meta"]["torch"] == torch.__version__
+    table = (tmp_path / "prof" / "resnet20.txt").read_text()
+    assert table.startswith("20 steps of resnet-20, batch 16") and "aten::convolution" in table

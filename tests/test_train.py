@@ -111,3 +111,17 @@ def test_loader_workers_do_not_change_the_run(tmp_path):
     b = train(cfg, tmp_path / "w2")
     history = [load_checkpoint(tmp_path / run / "last.pt")["history"] for run in ("w0", "w2")]
     assert history[0] == history[1] and a["final_test_err"] == b["final_test_err"]
+
+
+def test_cuda_graphs_apply_to_one_cuda_process():
+    from resnet_train.distributed import SINGLE, Dist
+    from resnet_train.train import _cuda_graphs
+
+    cuda, cpu, ddp = torch.device("cuda", 0), torch.device("cpu"), Dist(rank=0, world=2, local_rank=0)
+    graphs = {"train.cuda_graphs": True}
+    assert _cuda_graphs(tiny(**graphs), cuda, SINGLE)
+    assert not _cuda_graphs(tiny(), cuda, SINGLE)
+    assert not _cuda_graphs(tiny(**graphs), cpu, SINGLE)  # CUDA only, like train.amp
+    assert not _cuda_graphs(tiny(), cuda, ddp)
+    with pytest.raises(ValueError, match="does not work with DDP"):
+        _cuda_graphs(tiny(**graphs), cuda, ddp)
