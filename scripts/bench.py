@@ -2,13 +2,16 @@
 """Training throughput: resnet-train's own step against a peer-style reference loop, in one run.
 
     python scripts/bench.py --data-root /tmp/data --models resnet20 resnet56 resnet110 wrn_28_10 resnet50
+    python scripts/bench.py --data-root /tmp/data --models resnet20 --graphs on --profile prof/
     python scripts/bench.py --data cifar10_sample --device cpu --steps 3 --warmup 1 --models resnet20   # tiny
 
 CIFAR models train on real CIFAR-10 (torchvision layout under --data-root, or the shipped sample);
 ImageNet models (stem imagenet) on synthetic 224-px images at --imagenet-batch-size. "ours" is the
-project's train_epoch with its CUDA defaults (data on the device, bf16, channels_last, and
---compile). "peer" is the public-reproduction recipe: torchvision transforms on PIL images, a CPU
-DataLoader with 8 workers, fp32, eager, and loss.item() every step. Prints a table, writes JSON.
+project's train step with its CUDA defaults (data on the device, augmented there per batch, bf16,
+channels_last, fused SGD), plus --compile (train.compile) and --graphs (train.cuda_graphs).
+"peer" is the public-reproduction recipe: torchvision transforms on PIL images, a CPU DataLoader
+with 8 workers, fp32, eager, and loss.item() every step. Prints a table, writes JSON; --profile
+adds a torch.profiler table of 20 steps of ours per model.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from resnet_train.config import (  # noqa: E402
     SchedConfig,
 )
 from resnet_train.data import DeviceBatches, EpochSampler, Split, build_datasets  # noqa: E402
-from resnet_train.engine import train_epoch  # noqa: E402
+from resnet_train.engine import GraphedTrainStep, TrainStep, train_epoch  # noqa: E402
 from resnet_train.optim import build_optimizer, lr_at  # noqa: E402
 from resnet_train.train import make_model  # noqa: E402
 
@@ -52,7 +55,7 @@ def sync(device: torch.device) -> None:
 
 
 def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size: int, steps: int, warmup: int,
-         device: torch.device, compile_mode: str) -> float:
+         device: torch.device, compile_mode: str, graphs: bool, profile: Path | None = None) -> float:
     cuda = device.type == "cuda"
     model = make_model(model_cfg, data_cfg).to(device)
     if cuda:
@@ -60,24 +63,38 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
         model = model.to(memory_format=torch.channels_last)
     step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode)
     optimizer = build_optimizer(model, OptimConfig())
+    step_fn = (GraphedTrainStep if graphs and cuda else TrainStep)(step_model, optimizer, device=device, amp=cuda)
     sampler = EpochSampler(len(split.labels), seed=0, global_batch=batch_size)
     batches = DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler)
     lr = lambda s: lr_at(s, base_lr=0.1, sched=SchedConfig(), steps_per_epoch=len(batches), total_steps=10**9)  # noqa: E731
-    step, elapsed, images, epoch = 0, 0.0, 0, 0
-    while step < warmup + steps:
-        sampler.set_epoch(epoch)
-        phase_end = warmup if step < warmup else warmup + steps
+
+    def run(step: int, until: int, epoch: int) -> tuple[int, int, float]:
+        """Steps from `step` to `until` over as many epochs as it takes: (step, epoch, images/s)."""
+        images = 0
         sync(device)
         t0 = time.perf_counter()
-        totals, _ = train_epoch(step_model, batches, optimizer, lr_fn=lr, step=step, max_steps=phase_end,
-                                device=device, amp=cuda, channels_last=cuda)
+        while step < until:
+            sampler.set_epoch(epoch)
+            totals, _ = train_epoch(step_fn, batches, lr_fn=lr, step=step, max_steps=until, device=device,
+                                    channels_last=cuda)
+            step, images, epoch = step + totals.steps, images + totals.images, epoch + 1
         sync(device)
-        if step >= warmup:
-            elapsed += time.perf_counter() - t0
-            images += totals.images
-        step += totals.steps
-        epoch += 1
-    return images / elapsed
+        return step, epoch, images / (time.perf_counter() - t0)
+
+    step, epoch, _ = run(0, warmup, 0)
+    step, epoch, rate = run(step, warmup + steps, epoch)
+    if profile is not None:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
+        with profiler(activities=activities) as prof:
+            run(step, step + 20, epoch)
+        sort = "cuda_time_total" if cuda else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60)
+        profile.write_text(f"20 steps of {model_cfg.family}-{model_cfg.depth}, batch {batch_size}\n{table}\n")
+        print(table)
+    return rate
 
 
 class PilImages(Dataset):
@@ -142,13 +159,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed iterations per model and loop")
     parser.add_argument("--warmup", type=int, default=30, help="untimed iterations first (compilation, cudnn)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", default="reduce-overhead", help="torch.compile mode for ours, or none")
+    parser.add_argument("--compile", default="none", help="torch.compile mode for ours, or none")
+    parser.add_argument("--graphs", default="off", choices=["on", "off"],
+                        help="capture each step of ours in a CUDA graph (train.cuda_graphs; CUDA only)")
+    parser.add_argument("--profile", type=Path, help="folder for a torch.profiler table of 20 steps of ours per model")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the peer loop")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
     compile_mode = args.compile if device.type == "cuda" else "none"
+    graphs = args.graphs == "on" and device.type == "cuda" and compile_mode != "reduce-overhead"
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     cifar_cfg = DataConfig(name=args.data, root=args.data_root, num_workers=0)
     cifar = build_datasets(cifar_cfg, seed=0).splits()["train"]
@@ -165,7 +188,8 @@ def main() -> None:
         else:
             data_cfg, split, batch, data_name = cifar_cfg, cifar, args.batch_size, args.data
         row = {"model": name, "data": data_name, "batch_size": batch,
-               "ours": ours(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, compile_mode)}
+               "ours": ours(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, compile_mode, graphs,
+                           args.profile / f"{name}.txt" if args.profile else None)}
         if not args.no_peer and model_cfg.stem != "imagenet":
             row["peer"] = peer(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, args.workers)
             row["ratio"] = row["ours"] / row["peer"]
@@ -174,13 +198,14 @@ def main() -> None:
                                                             if "peer" in row else ""), flush=True)
     meta = {"date": date.today().isoformat(), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or "cpu", "torch": torch.__version__, "compile": compile_mode,
+            "cuda_graphs": graphs,
             "steps": args.steps, "warmup": args.warmup, "command": " ".join(sys.argv)}
     print("\n| model | data | batch | ours img/s | peer img/s | ratio |\n|---|---|---|---|---|---|")
     for r in rows:
         peer_s = f"{r['peer']:.0f}" if "peer" in r else "–"
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else "–"
         print(f"| {r['model']} | {r['data']} | {r['batch_size']} | {r['ours']:.0f} | {peer_s} | {ratio} |")
-    print(f"\n{meta['device']}, torch {meta['torch']}, compile={compile_mode}, {meta['date']}")
+    print(f"\n{meta['device']}, torch {meta['torch']}, compile={compile_mode}, CUDA graphs {graphs}, {meta['date']}")
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 
