@@ -68,6 +68,9 @@ GROUPS = [
     Group("Wide ResNets", "Zagoruyko & Komodakis 2016 (arXiv 1605.07146)",
           [Arm("wrn/wrn_28_10", "wrn-28-10", 4.00), Arm("wrn/wrn_28_10_dropout", "wrn-28-10", 3.89),
            Arm("wrn/wrn_16_8", "wrn-16-8", 4.27), Arm("wrn/wrn_40_4", "wrn-40-4", 4.53)]),
+    Group("Faithfulness: the fast path against the plain fp32 path, ResNet-20, 30 epochs",
+          "issue Speed (no published errors: the fast arms must lie within 0.5 points of plain)",
+          [Arm(f"speed/{name}", "resnet-20", None) for name in ("plain", "fast", "graphs")]),
     Group("ImageNet: single-crop top-1 error", "fb.resnet.torch (Torch blog, 2016)",
           [Arm(f"imagenet/{name}", label, p) for name, label, p in (
               ("resnet18", "resnet-18", 30.43), ("resnet34", "resnet-34", 26.73), ("resnet50", "resnet-50", 24.01),
@@ -162,8 +165,9 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     units = [_mean(runs, f"identity_mappings/{n}", "resnet-164")
              for n in ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")]
     others = [r.mean for (exp, _), r in runs.items()
-              if not exp.startswith(("wrn/wrn_28_10", "imagenet/")) and exp != "-"]
+              if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-"]
     wrn = [_mean(runs, "wrn/wrn_28_10", "wrn-28-10")]
+    speed = [_mean(runs, f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
     return [
         verdict("He 2015: error falls with depth 20 → 110, and ResNet-110 is at least 2 points below ResNet-20", depth,
                 lambda *e: all(a > b for a, b in zip(e, e[1:], strict=False)) and e[0] - e[-1] >= 2.0),
@@ -177,6 +181,9 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
                 lambda *e: min(e) == e[4] and max(e) == e[1]),
         verdict("WRN-28-10 is best of all CIFAR-10 ablation runs", wrn + ([min(others)] if others else [None]),
                 lambda w, o: w < o),
+        *(verdict(f"Speed: the {name} path's mean lies within 0.5 points of the plain fp32 path's",
+                  [speed[0], fast], lambda p, f: abs(f - p) <= 0.5)
+          for name, fast in (("fast", speed[1]), ("CUDA-graph", speed[2]))),
     ]
 
 

@@ -16,7 +16,7 @@ EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix(""))
 
 
 def test_every_source_has_its_arms():
-    assert {e.split("/")[0] for e in EXPERIMENTS} == {"blog", "he2015", "identity_mappings", "wrn", "imagenet"}
+    assert {e.split("/")[0] for e in EXPERIMENTS} == {"blog", "he2015", "identity_mappings", "wrn", "imagenet", "speed"}
     from resnet_train.report import GROUPS
 
     assert {arm.experiment for group in GROUPS for arm in group.arms} == set(EXPERIMENTS)  # the report knows each

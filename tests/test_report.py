@@ -63,6 +63,20 @@ def test_report_tables_deltas_checks_and_plots(runs):
     assert len(copied) == 9 and "blog/bn_after_add/resnet-110/seed1/summary.json" in copied
 
 
+def test_report_checks_the_fast_paths_against_the_plain_path(tmp_path):
+    # The yardstick for plain and fast; a CUDA-graph arm 0.6 points off must be flagged.
+    for n, (arm, err) in enumerate([("plain", 14.70), ("plain", 14.85), ("fast", 14.95), ("fast", 14.65),
+                                    ("graphs", 15.40), ("graphs", 15.35)]):
+        fake_run(tmp_path / "runs" / str(n), f"speed/{arm}", "resnet-20", n % 2, err)
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| speed/fast | resnet-20 | 2 | 14.80 ± 0.21 | 3 | – | +0.03 | – |" in text
+    assert "- Speed: the fast path's mean lies within 0.5 points of the plain fp32 path's: agrees (14.77, 14.80)" in text
+    assert "- Speed: the CUDA-graph path's mean lies within 0.5 points of the plain fp32 path's: DISAGREES" in text
+    assert "WRN-28-10 is best of all CIFAR-10 ablation runs: not run yet" in text  # speed arms are no ablation
+
+
 def test_report_rejects_missing_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "absent")])
