@@ -146,6 +146,33 @@ def test_graphed_step_computes_the_eager_step(monkeypatch):
     assert torch.allclose(eager, graphed, atol=1e-5), (eager - graphed).abs().max()
 
 
+@pytest.mark.gpu
+@no_cuda
+@pytest.mark.parametrize("step_class", [TrainStep, GraphedTrainStep], ids=["eager", "graphed"])
+def test_no_host_sync_inside_the_step_loop(step_class):
+    """After an epoch's first batches (its order and draws are copied in; warm-up and capture
+    synchronise), batch augmentation, the step and the running sums never wait for the GPU."""
+    device = torch.device("cuda")
+    split = Split(torch.randint(0, 256, (640, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (640,)))
+    sampler = EpochSampler(640, seed=0, global_batch=64)
+    batches = iter(DeviceBatches(split, DataConfig(), 64, device, sampler=sampler))
+    model = build_model(family="resnet", depth=8, num_classes=10).to(device, memory_format=torch.channels_last)
+    step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=True)
+    model.train()
+    step_fn.sums.reset(EpochTotals(), 0)
+    for _ in range(4):
+        step_fn(*next(batches))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches:
+            for group in step_fn.optimizer.param_groups:
+                group["lr"] = 0.05
+            step_fn(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert step_fn.sums.iteration.item() == 10
+
+
 def test_bench_script_runs_tiny_on_cpu(tmp_path):
     import subprocess
     import sys

@@ -72,7 +72,8 @@ def test_report_checks_the_fast_paths_against_the_plain_path(tmp_path):
     assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
     text = out.read_text()
     assert "| speed/fast | resnet-20 | 2 | 14.80 ± 0.21 | 3 | – | +0.03 | – |" in text
-    assert "- Speed: the fast path's mean lies within 0.5 points of the plain fp32 path's: agrees (14.77, 14.80)" in text
+    agrees = "- Speed: the fast path's mean lies within 0.5 points of the plain fp32 path's: agrees (14.77, 14.80)"
+    assert agrees in text
     assert "- Speed: the CUDA-graph path's mean lies within 0.5 points of the plain fp32 path's: DISAGREES" in text
     assert "WRN-28-10 is best of all CIFAR-10 ablation runs: not run yet" in text  # speed arms are no ablation
 
