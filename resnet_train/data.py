@@ -345,19 +345,18 @@ class DeviceBatches:
             order, first = torch.arange(len(self.labels)), 0
         else:
             order, first = self.sampler.indices(), self.sampler.start // self.sampler.global_batch
-        chunks = order.split(self.batch_size)
+        batches = order.to(device).split(self.batch_size)
         if self.augment:
             # Batch k of an epoch draws from its own generator, seeded by (seed, epoch, k); the whole
             # epoch's draws go to the device in one copy, since a copy from pageable host memory
             # per batch would wait for the GPU every step.
             epoch = self.sampler.epoch
             draws = [draw_crop_flip(len(idx), self.pad, torch.Generator().manual_seed(_mix(self.seed, epoch, k)))
-                     for k, idx in enumerate(chunks, start=first)]
+                     for k, idx in enumerate(batches, start=first)]
             offsets = torch.cat([d[0] for d in draws], 1).to(device)
             flips = torch.cat([d[1] for d in draws]).to(device)
-        order = order.to(device)
         start = 0
-        for idx in order.split(self.batch_size):
+        for idx in batches:
             end = start + len(idx)
             x = self.images[idx].float()
             if self.augment:

@@ -146,7 +146,7 @@ class GraphedTrainStep(TrainStep):
 
 
 def train_epoch(step_fn: TrainStep, batches: Iterable, *,
-                lr_fn: Callable[[int], float], step: int, max_steps: int, device: torch.device,
+                lr_fn: Callable[[int], float], step: int, max_steps: int,
                 totals: EpochTotals | None = None, channels_last: bool = False, progress: bool = False,
                 desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False
                 ) -> tuple[EpochTotals, bool]:
@@ -155,6 +155,7 @@ def train_epoch(step_fn: TrainStep, batches: Iterable, *,
     (continuing `totals`) and whether stop() ended it early. The LR is set from lr_fn before each
     step."""
     step_fn.model.train()
+    device = step_fn.device
     totals = totals or EpochTotals()
     sums = step_fn.sums
     sums.reset(totals, step)

@@ -297,7 +297,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                 sampler.set_epoch(epoch, start=partial_epoch.steps * cfg.train.batch_size)
                 epoch_start_step = step - partial_epoch.steps
                 totals, stopped = train_epoch(step_fn, train_loader, lr_fn=lr_fn, step=step,
-                                              max_steps=total_steps, device=device, totals=partial_epoch,
+                                              max_steps=total_steps, totals=partial_epoch,
                                               channels_last=channels_last, progress=progress,
                                               stop=stop, desc=f"epoch {epoch + 1}/{num_epochs}")
                 step = epoch_start_step + totals.steps

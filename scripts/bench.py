@@ -75,8 +75,7 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
         t0 = time.perf_counter()
         while step < until:
             sampler.set_epoch(epoch)
-            totals, _ = train_epoch(step_fn, batches, lr_fn=lr, step=step, max_steps=until, device=device,
-                                    channels_last=cuda)
+            totals, _ = train_epoch(step_fn, batches, lr_fn=lr, step=step, max_steps=until, channels_last=cuda)
             step, images, epoch = step + totals.steps, images + totals.images, epoch + 1
         sync(device)
         return step, epoch, images / (time.perf_counter() - t0)
