@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .models import FAMILIES, SHORTCUTS, STEMS, UNITS
+from .models import BOTTLENECK_STRIDES, FAMILIES, SHORTCUTS, STEMS, UNITS
 
 MODES = ("train", "eval", "info")
 DEVICES = ("auto", "cpu", "cuda")
@@ -33,6 +33,7 @@ class ModelConfig:
     widen_factor: int = 1
     dropout: float = 0.0  # probability, between the convs of each unit
     zero_init_residual: bool = False
+    bottleneck_stride: str = "3x3"  # 3x3 (torchvision, fb.resnet.torch) | 1x1 (He 2016's code)
 
 
 @dataclass
@@ -156,6 +157,7 @@ def validate(cfg: Config) -> None:
     _choice("model.stem", m.stem, STEMS)
     _choice("model.block", m.block, ("basic", "bottleneck"))
     _choice("model.shortcut", m.shortcut, SHORTCUTS)
+    _choice("model.bottleneck_stride", m.bottleneck_stride, BOTTLENECK_STRIDES)
     if m.unit is not None:
         _choice("model.unit", m.unit, UNITS)
     _positive("model.widen_factor", m.widen_factor)

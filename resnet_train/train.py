@@ -74,9 +74,7 @@ def model_label(m: ModelConfig) -> str:
 
 def check_model(model_cfg: ModelConfig, data_cfg: DataConfig) -> None:
     """Fails on an invalid model before any data is read or memory spent."""
-    args = _model_args(model_cfg)
-    args.pop("zero_init_residual")
-    check_model_args(num_classes=data_cfg.num_classes, **args)
+    check_model_args(num_classes=data_cfg.num_classes, **_model_args(model_cfg))
 
 
 def make_model(model_cfg: ModelConfig, data_cfg: DataConfig) -> ResNet:

@@ -22,6 +22,12 @@ POST_ACTIVATION_UNITS = ("original", "bn_after_add", "relu_before_add")
 PRE_ACTIVATION_UNITS = ("relu_only_preact", "full_preact")
 UNITS = POST_ACTIVATION_UNITS + PRE_ACTIVATION_UNITS
 SHORTCUTS = ("A", "B", "C")
+BOTTLENECK_STRIDES = ("3x3", "1x1")
+# How a pre-activation unit activates its input (fb.resnet.torch models/preresnet.lua@985e569:59-71):
+# "branch" inside the residual branch, so the shortcut sees the raw input (every unit but a stage's
+# first); "both" once before the split, so branch and shortcut see BN-ReLU(x) (a stage's first unit,
+# 'both_preact'); "none" where the stem has just applied BN-ReLU (ImageNet stage 1, 'no_preact').
+PREACT_ENTRIES = ("branch", "both", "none")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -33,27 +39,32 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicShape:
-    """Two 3x3 convs (He 2015, Fig. 5 left)."""
+    """Two 3x3 convs (He 2015, Fig. 5 left). `stride_on` concerns bottlenecks only."""
 
     name = "basic"
     expansion = 1
 
     @staticmethod
-    def convs(in_channels: int, width: int, stride: int) -> list[nn.Conv2d]:
+    def convs(in_channels: int, width: int, stride: int, stride_on: str = "3x3") -> list[nn.Conv2d]:
         return [conv3x3(in_channels, width, stride), conv3x3(width, width)]
 
 
 class BottleneckShape:
-    """1x1 reduce, 3x3, 1x1 expand by 4 (He 2015, Fig. 5 right). The stride sits on the 3x3
-    conv, as in fb.resnet.torch and torchvision."""
+    """1x1 reduce, 3x3, 1x1 expand by 4 (He 2015, Fig. 5 right). `stride_on="3x3"` strides the
+    3x3 conv (fb.resnet.torch, torchvision); "1x1" the first 1x1 conv, as He's code for the
+    Identity Mappings nets does (KaimingHe/resnet-1k-layers resnet-pre-act.lua@fde7ee9:43,70)."""
 
     name = "bottleneck"
     expansion = 4
 
     @staticmethod
-    def convs(in_channels: int, width: int, stride: int) -> list[nn.Conv2d]:
+    def convs(in_channels: int, width: int, stride: int, stride_on: str = "3x3") -> list[nn.Conv2d]:
+        if stride_on not in BOTTLENECK_STRIDES:
+            raise ValueError(f"unknown bottleneck stride position {stride_on!r}; choose one of "
+                             f"{', '.join(BOTTLENECK_STRIDES)}")
+        first, middle = (stride, 1) if stride_on == "1x1" else (1, stride)
         out_channels = width * BottleneckShape.expansion
-        return [conv1x1(in_channels, width), conv3x3(width, width, stride), conv1x1(width, out_channels)]
+        return [conv1x1(in_channels, width, first), conv3x3(width, width, middle), conv1x1(width, out_channels)]
 
 
 BLOCK_SHAPES = {"basic": BasicShape, "bottleneck": BottleneckShape}
@@ -91,17 +102,23 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, w
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if with_bn else conv
 
 
-def _branch_convs(shape, in_channels: int, width: int, stride: int, dropout: float) -> list[nn.Conv2d]:
+def _branch_convs(shape, in_channels: int, width: int, stride: int, dropout: float,
+                  stride_on: str) -> list[nn.Conv2d]:
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    return shape.convs(in_channels, width, stride)
+    return shape.convs(in_channels, width, stride, stride_on)
 
 
-def last_branch_bn(unit: nn.Module) -> nn.BatchNorm2d:
-    """The BN whose zero weight makes a residual branch output zero (Goyal et al. 2017). Where
-    the branch ends in a conv, the BN before it works as well: with its weight and bias at zero,
-    the ReLU and the conv that follow pass zero on."""
-    return [m for m in unit.branch if isinstance(m, nn.BatchNorm2d)][-1]
+def branch_output_scale(unit: nn.Module) -> nn.Module:
+    """The last layer that scales a residual branch's output: its last BN where the branch ends
+    in one, else its last conv (as timm's zero_init_last). Zeroing its weight makes the unit
+    start as the identity (Goyal et al. 2017) while the layer still gets a gradient. A branch
+    that ends in a ReLU has no such layer: zeroed, it would pass 0 with gradient 0, for ever."""
+    last = unit.branch[-1]
+    if isinstance(last, nn.ReLU):
+        raise ValueError("zero_init_residual cannot zero a branch that ends in a ReLU (unit relu_before_add): "
+                         "it would output 0 and never get a gradient; leave zero_init_residual false")
+    return last
 
 
 class PostActUnit(nn.Module):
@@ -111,14 +128,15 @@ class PostActUnit(nn.Module):
     Table 2; `relu_after_add=False` removes the ReLU after the addition (Torch blog)."""
 
     def __init__(self, shape, in_channels: int, width: int, stride: int = 1, *, shortcut: str = "B",
-                 unit: str = "original", relu_after_add: bool = True, dropout: float = 0.0):
+                 unit: str = "original", relu_after_add: bool = True, dropout: float = 0.0,
+                 stride_on: str = "3x3"):
         super().__init__()
         if unit not in POST_ACTIVATION_UNITS:
             raise ValueError(f"{unit!r} is not a post-activation unit; "
                              f"choose one of {', '.join(POST_ACTIVATION_UNITS)}")
         if unit == "relu_before_add" and relu_after_add:
             raise ValueError("unit relu_before_add has no ReLU after the addition; set relu_after_add=false")
-        convs = _branch_convs(shape, in_channels, width, stride, dropout)
+        convs = _branch_convs(shape, in_channels, width, stride, dropout, stride_on)
         out_channels = convs[-1].out_channels
         layers: list[nn.Module] = []
         for i, conv in enumerate(convs):
@@ -147,24 +165,28 @@ class PostActUnit(nn.Module):
 class PreActUnit(nn.Module):
     """Pre-activation unit of He 2016: BN and ReLU before each conv, nothing after the addition.
 
-    `unit` picks (e) full_preact or (d) relu_only_preact of Identity Mappings Table 2. A
-    projection shortcut takes the pre-activated input, as in He 2016's and fb.resnet.torch's
-    code, and has no BN of its own; an identity or padding shortcut takes the raw input.
-    `preactivate=False` drops the first BN-ReLU where the stem has just applied one (ImageNet)."""
+    `unit` picks (e) full_preact or (d) relu_only_preact of Identity Mappings Table 2. `entry`
+    (see PREACT_ENTRIES) says where the first activation sits: a stage's first unit applies it
+    before the split, so its shortcut, whatever its kind, takes the activated input (fb.resnet.torch
+    preresnet.lua 'both_preact'; He's resnet-pre-act.lua:62-66); the other units apply it inside
+    the branch and add the raw input. A projection has no BN of its own."""
 
     def __init__(self, shape, in_channels: int, width: int, stride: int = 1, *, shortcut: str = "B",
-                 unit: str = "full_preact", dropout: float = 0.0, preactivate: bool = True):
+                 unit: str = "full_preact", dropout: float = 0.0, entry: str = "branch", stride_on: str = "3x3"):
         super().__init__()
         if unit not in PRE_ACTIVATION_UNITS:
             raise ValueError(f"{unit!r} is not a pre-activation unit; "
                              f"choose one of {', '.join(PRE_ACTIVATION_UNITS)}")
-        convs = _branch_convs(shape, in_channels, width, stride, dropout)
+        if entry not in PREACT_ENTRIES:
+            raise ValueError(f"unknown pre-activation entry {entry!r}; choose one of {', '.join(PREACT_ENTRIES)}")
+        convs = _branch_convs(shape, in_channels, width, stride, dropout, stride_on)
         out_channels = convs[-1].out_channels
         full = unit == "full_preact"
         pre: list[nn.Module] = []
-        if preactivate:
+        if entry != "none":
             pre = [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)] if full else [nn.ReLU()]
         self.preact = nn.Sequential(*pre)
+        self.shortcut_sees_preact = entry == "both"
         layers: list[nn.Module] = []
         for i, conv in enumerate(convs):
             if i > 0:
@@ -178,9 +200,8 @@ class PreActUnit(nn.Module):
                 layers.append(nn.BatchNorm2d(conv.out_channels))
         self.branch = nn.Sequential(*layers)
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=False)
-        self.projects = not isinstance(self.shortcut, (nn.Identity, PadShortcut))
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.preact(x)
-        return self.branch(y) + self.shortcut(y if self.projects else x)
+        return self.branch(y) + self.shortcut(y if self.shortcut_sees_preact else x)

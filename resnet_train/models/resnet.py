@@ -16,12 +16,13 @@ from torch import nn
 
 from .blocks import (
     BLOCK_SHAPES,
+    BOTTLENECK_STRIDES,
     PRE_ACTIVATION_UNITS,
     SHORTCUTS,
     UNITS,
     PostActUnit,
     PreActUnit,
-    last_branch_bn,
+    branch_output_scale,
 )
 
 FAMILIES = ("resnet", "preresnet", "wrn")
@@ -43,6 +44,7 @@ class Stage:
     depth: int  # residual units
     width: int  # channels inside the unit; the unit outputs width * expansion
     stride: int
+    entry: str = "both"  # how the stage's first pre-activation unit activates (blocks.PREACT_ENTRIES)
 
 
 class Stem(nn.Sequential):
@@ -68,16 +70,17 @@ class ResNet(nn.Module):
     """Stem, residual stages, optional final BN-ReLU (pre-activation nets), global pool, linear."""
 
     def __init__(self, stem: Stem, stem_channels: int, stages: list[Stage], make_unit: Callable[..., nn.Module],
-                 num_classes: int, final_bn_relu: bool, preactivate_first: bool = True):
+                 num_classes: int, final_bn_relu: bool):
         super().__init__()
         self.stem = stem
         channels = stem_channels
         self.stages = nn.ModuleList()
-        for s, stage in enumerate(stages):
+        for stage in stages:
             units = []
             for i in range(stage.depth):
-                kwargs = {} if (s, i) != (0, 0) or preactivate_first else {"preactivate": False}
-                unit = make_unit(channels, stage.width, stage.stride if i == 0 else 1, **kwargs)
+                first = i == 0
+                unit = make_unit(channels, stage.width, stage.stride if first else 1,
+                                 entry=stage.entry if first else "branch")
                 channels = unit.out_channels
                 units.append(unit)
             self.stages.append(nn.Sequential(*units))
@@ -96,19 +99,22 @@ class ResNet(nn.Module):
 
 
 def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
-    """He et al. 2015 ("Delving deep into rectifiers") normal init for convs, fan-out mode as in
-    fb.resnet.torch; BN weight 1, bias 0. Optionally zero the last BN of each residual branch so
-    each unit starts as the identity (Goyal et al. 2017)."""
+    """As fb.resnet.torch (models/preresnet.lua@985e569:197-223): convs N(0, sqrt(2 / (k*k*C_out))),
+    He et al. 2015's fan-out normal; BN weight 1, bias 0; the classifier's bias 0 (its weight
+    keeps PyTorch's default, Torch7's U(+-1/sqrt(fan_in))). Optionally zero the layer that scales
+    each residual branch's output so every unit starts as the identity (Goyal et al. 2017)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
             if isinstance(m, (PostActUnit, PreActUnit)):
-                nn.init.zeros_(last_branch_bn(m).weight)
+                nn.init.zeros_(branch_output_scale(m).weight)
 
 
 def _nearest(depth: int, valid: list[int]) -> str:
@@ -152,8 +158,8 @@ def default_unit(family: str) -> str:
 
 
 def check_model_args(family: str, depth: int, *, num_classes: int, block: str, stem: str, unit: str | None,
-                     relu_after_add: bool | None, shortcut: str, widen_factor: int, dropout: float
-                     ) -> tuple[int, ...]:
+                     relu_after_add: bool | None, shortcut: str, widen_factor: int, dropout: float,
+                     bottleneck_stride: str = "3x3", zero_init_residual: bool = False) -> tuple[int, ...]:
     """Rejects every invalid combination with a ValueError that names the rule, without building
     anything; returns the units per stage."""
     if family not in FAMILIES:
@@ -175,13 +181,19 @@ def check_model_args(family: str, depth: int, *, num_classes: int, block: str, s
     unit = unit or default_unit(family)
     if relu_after_add and unit not in ("original", "bn_after_add"):
         raise ValueError(f"unit {unit} has no ReLU after the addition; leave relu_after_add unset")
+    if bottleneck_stride not in BOTTLENECK_STRIDES:
+        raise ValueError(f"unknown bottleneck_stride {bottleneck_stride!r}; choose one of "
+                         f"{', '.join(BOTTLENECK_STRIDES)}")
+    if zero_init_residual and unit == "relu_before_add":
+        raise ValueError("zero_init_residual cannot zero a branch that ends in a ReLU (unit relu_before_add): "
+                         "it would output 0 and never get a gradient; leave zero_init_residual false")
     return _units_per_stage(family, stem, block, depth)
 
 
 def build_model(family: str = "resnet", depth: int = 20, *, num_classes: int = 10, block: str = "basic",
                 stem: str = "cifar", unit: str | None = None, relu_after_add: bool | None = None,
                 shortcut: str = "A", widen_factor: int = 1, dropout: float = 0.0,
-                zero_init_residual: bool = False) -> ResNet:
+                zero_init_residual: bool = False, bottleneck_stride: str = "3x3") -> ResNet:
     """Build any network of the model space.
 
     family: resnet (He 2015), preresnet (He 2016) or wrn (Zagoruyko & Komodakis 2016). The
@@ -191,10 +203,13 @@ def build_model(family: str = "resnet", depth: int = 20, *, num_classes: int = 1
     relu_after_add: the Torch blog's switch; None means the unit's own definition (on for
         original and bn_after_add, absent in the others).
     shortcut: A (pad), B (project where the shape changes) or C (project everywhere).
+    bottleneck_stride: the conv of a bottleneck that strides, 3x3 (torchvision, fb.resnet.torch)
+        or 1x1 (He's Identity Mappings code); basic blocks ignore it.
     """
     units = check_model_args(family, depth, num_classes=num_classes, block=block, stem=stem, unit=unit,
                              relu_after_add=relu_after_add, shortcut=shortcut, widen_factor=widen_factor,
-                             dropout=dropout)
+                             dropout=dropout, bottleneck_stride=bottleneck_stride,
+                             zero_init_residual=zero_init_residual)
     unit = unit or default_unit(family)
     shape = BLOCK_SHAPES[block]
     if stem == "cifar":
@@ -202,19 +217,27 @@ def build_model(family: str = "resnet", depth: int = 20, *, num_classes: int = 1
     else:
         stem_channels, base_widths = 64, (64, 128, 256, 512)
     strides = (1,) + (2,) * (len(units) - 1)
-    stages = [Stage(d, w * widen_factor, s) for d, w, s in zip(units, base_widths, strides, strict=False)]
-
     preact = unit in PRE_ACTIVATION_UNITS
+    # Every stage's first pre-activation unit activates before the split, but on ImageNet the
+    # stem ends in BN-ReLU and max-pool, so stage 1's first unit does not (fb.resnet.torch
+    # preresnet.lua@985e569:114-125,150: 'first' -> 'no_preact').
+    entries = ["none" if stem == "imagenet" and i == 0 else "both" for i in range(len(units))]
+    stages = [Stage(d, w * widen_factor, s, e)
+              for d, w, s, e in zip(units, base_widths[:len(units)], strides, entries, strict=True)]
+
     if preact:
-        make_unit = partial(PreActUnit, shape, shortcut=shortcut, unit=unit, dropout=dropout)
+        make_unit = partial(PreActUnit, shape, shortcut=shortcut, unit=unit, dropout=dropout,
+                            stride_on=bottleneck_stride)
         stem_module = imagenet_stem(stem_channels) if stem == "imagenet" else cifar_stem(stem_channels, False)
     else:
         if relu_after_add is None:
             relu_after_add = unit != "relu_before_add"
-        make_unit = partial(PostActUnit, shape, shortcut=shortcut, unit=unit, relu_after_add=relu_after_add,
-                            dropout=dropout)
+
+        def make_unit(in_channels: int, width: int, stride: int, entry: str) -> PostActUnit:
+            return PostActUnit(shape, in_channels, width, stride, shortcut=shortcut, unit=unit,
+                               relu_after_add=relu_after_add, dropout=dropout, stride_on=bottleneck_stride)
+
         stem_module = imagenet_stem(stem_channels) if stem == "imagenet" else cifar_stem(stem_channels, True)
-    model = ResNet(stem_module, stem_channels, stages, make_unit, num_classes, final_bn_relu=preact,
-                   preactivate_first=not (preact and stem == "imagenet"))
+    model = ResNet(stem_module, stem_channels, stages, make_unit, num_classes, final_bn_relu=preact)
     init_weights(model, zero_init_residual)
     return model

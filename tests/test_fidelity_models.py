@@ -1,0 +1,194 @@
+"""The models against the reference code behind the published numbers (docs/fidelity.md).
+
+Each reference network is written out here as the Lua file builds it, with its own modules;
+our network's weights are copied into it in order, and the outputs must agree."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_train.models import PostActUnit, build_model
+from resnet_train.models.summary import model_summary
+
+
+def _bn_relu(c: int) -> list[nn.Module]:
+    return [nn.BatchNorm2d(c), nn.ReLU()]
+
+
+class _PadA(nn.Module):
+    """preresnet.lua:35-41: SpatialAveragePooling(1, 1, s, s), then Concat(Identity, MulConstant(0))."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return torch.cat([x, torch.zeros_like(x)], 1)
+
+
+class _LuaUnit(nn.Module):
+    def __init__(self, block: list[nn.Module], s: list[nn.Module], shortcut: nn.Module):
+        super().__init__()
+        self.block, self.s, self.shortcut = nn.Sequential(*block), nn.Sequential(*s), shortcut
+
+    def forward(self, x):
+        x = self.block(x)
+        return self.s(x) + self.shortcut(x)
+
+
+def fb_preresnet_cifar(depth: int, shortcut_type: str) -> nn.Sequential:
+    """facebookarchive/fb.resnet.torch@985e569 models/preresnet.lua, the CIFAR-10 branch (lines
+    59-82, 114-125, 159-175): the first unit of every stage is 'both_preact' (BN-ReLU before the
+    split), the others pre-activate inside the branch."""
+    n = (depth - 2) // 6
+    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1, bias=False)]
+    channels = 16
+    for width, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(n):
+            s_in, st = channels, stride if i == 0 else 1
+            block, s = (_bn_relu(s_in), []) if i == 0 else ([], _bn_relu(s_in))
+            s += [nn.Conv2d(s_in, width, 3, st, 1, bias=False), *_bn_relu(width),
+                  nn.Conv2d(width, width, 3, 1, 1, bias=False)]
+            if shortcut_type == "C" or (shortcut_type == "B" and s_in != width):
+                sc = nn.Conv2d(s_in, width, 1, st, bias=False)
+            elif s_in != width:
+                sc = _PadA(st)
+            else:
+                sc = nn.Identity()
+            layers.append(_LuaUnit(block, s, sc))
+            channels = width
+    layers += [*_bn_relu(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
+
+
+def he_preresnet_bottleneck(depth: int) -> nn.Sequential:
+    """KaimingHe/resnet-1k-layers@fde7ee9 resnet-pre-act.lua:34-122: bottleneck units whose first
+    1x1 conv strides; a stage's first unit applies BN-ReLU before the split and projects the
+    activated input with a 1x1 conv."""
+    n = (depth - 2) // 9
+    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1, bias=False)]
+    channels = 16
+    for out, stride in ((64, 1), (128, 2), (256, 2)):
+        mid = out // 4
+        for i in range(n):
+            c_in, st = channels, stride if i == 0 else 1
+            convs = [nn.Conv2d(c_in, mid, 1, st, bias=False), *_bn_relu(mid), nn.Conv2d(mid, mid, 3, 1, 1, bias=False),
+                     *_bn_relu(mid), nn.Conv2d(mid, out, 1, bias=False)]
+            if c_in == out:
+                layers.append(_LuaUnit([], _bn_relu(c_in) + convs, nn.Identity()))
+            else:
+                layers.append(_LuaUnit(_bn_relu(c_in), convs, nn.Conv2d(c_in, out, 1, st, bias=False)))
+            channels = out
+    layers += [*_bn_relu(256), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10)]
+    return nn.Sequential(*layers)
+
+
+def copy_in_order(src: nn.Module, dst: nn.Module) -> None:
+    """Both networks register their tensors in the Lua file's order; copy them one by one."""
+    a, b = list(src.state_dict().values()), list(dst.state_dict().values())
+    assert [t.shape for t in a] == [t.shape for t in b]
+    with torch.no_grad():
+        for x, y in zip(a, b, strict=True):
+            y.copy_(x)
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_preresnet_equals_fb_resnet_torch_preresnet_lua(shortcut, train):
+    ours = build_model(family="preresnet", depth=20, shortcut=shortcut)
+    randomise_bn(ours)
+    ref = fb_preresnet_cifar(20, shortcut)
+    copy_in_order(ours, ref)
+    ours.train(train), ref.train(train)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_preresnet110_first_units_feed_the_shortcut_the_activated_input():
+    model = build_model(family="preresnet", depth=110, shortcut="A")
+    firsts = [stage[0] for stage in model.stages]
+    assert all(u.shortcut_sees_preact for u in firsts)
+    assert not any(u.shortcut_sees_preact for stage in model.stages for u in list(stage)[1:])
+
+
+def test_preresnet_bottleneck_equals_he_resnet_pre_act_lua():
+    ours = build_model(family="preresnet", depth=20, block="bottleneck", shortcut="B", bottleneck_stride="1x1")
+    randomise_bn(ours)
+    ref = he_preresnet_bottleneck(20)
+    copy_in_order(ours, ref)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    for mode in (False, True):
+        ours.train(mode), ref.train(mode)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bottleneck_stride_position_and_resnet164_macs():
+    he = build_model(family="preresnet", depth=164, block="bottleneck", shortcut="B", bottleneck_stride="1x1")
+    tv = build_model(family="preresnet", depth=164, block="bottleneck", shortcut="B")
+    strides = [m.stride for m in he.stages[1][0].branch if isinstance(m, nn.Conv2d)]
+    assert strides == [(2, 2), (1, 1), (1, 1)]
+    assert [m.stride for m in tv.stages[1][0].branch if isinstance(m, nn.Conv2d)] == [(1, 1), (2, 2), (1, 1)]
+    # ResNet-164, per image at 32 px: 244.5M MACs with He's layout, 247.6M with the 3x3 strided.
+    assert round(model_summary(he, 32)["macs"] / 1e5) == 2445
+    assert round(model_summary(tv, 32)["macs"] / 1e5) == 2476
+
+
+def test_imagenet_preresnet_stage1_first_unit_has_no_preactivation():
+    model = build_model(family="preresnet", depth=18, stem="imagenet", shortcut="B", num_classes=1000)
+    assert len(model.stages[0][0].preact) == 0
+    assert all(stage[0].shortcut_sees_preact for stage in list(model.stages)[1:])
+
+
+ZERO_INIT_UNITS = [
+    dict(unit="original"), dict(unit="original", relu_after_add=False), dict(unit="bn_after_add"),
+    dict(unit="bn_after_add", relu_after_add=False), dict(unit="relu_only_preact"), dict(unit="full_preact"),
+    dict(unit="full_preact", block="bottleneck", depth=20), dict(unit="original", block="bottleneck", depth=20),
+]
+
+
+@pytest.mark.parametrize("kwargs", ZERO_INIT_UNITS, ids=lambda k: "-".join(map(str, k.values())))
+def test_zero_init_residual_starts_at_identity_and_every_branch_learns(kwargs):
+    kwargs = {"depth": 14, "shortcut": "B", **kwargs}  # two units a stage: units[1] has an identity shortcut
+    torch.manual_seed(0)
+    model = build_model(zero_init_residual=True, **kwargs)
+    units = [u for stage in model.stages for u in stage]
+    zeroed = [u.branch[-1].weight for u in units]
+    assert all(torch.all(w == 0) for w in zeroed)
+    x = torch.randn(4, units[1].out_channels, 32, 32)
+    model.eval()
+    y = units[1](x)
+    expect = units[1].after_add(x) if isinstance(units[1], PostActUnit) else x
+    torch.testing.assert_close(y, expect)  # the unit starts as its identity path
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    data, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(data), labels).backward()
+        opt.step()
+    still_zero = [i for i, w in enumerate(zeroed) if torch.all(w == 0)]
+    assert not still_zero, f"units {still_zero} never left zero"
+
+
+def test_zero_init_residual_refuses_a_branch_that_ends_in_relu():
+    with pytest.raises(ValueError, match="relu_before_add"):
+        build_model(depth=8, unit="relu_before_add", zero_init_residual=True)
+
+
+def test_classifier_bias_starts_at_zero():
+    for kwargs in (dict(depth=20), dict(family="preresnet", depth=20), dict(family="wrn", depth=16, shortcut="B")):
+        assert torch.all(build_model(**kwargs).fc.bias == 0)
+
