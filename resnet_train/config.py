@@ -8,6 +8,9 @@ from typing import Any, Optional
 
 from .models import BOTTLENECK_STRIDES, FAMILIES, SHORTCUTS, STEMS, UNITS
 
+NORMALIZATIONS = ("channel", "pixel", "pixel_global_std")
+SAMPLERS = ("shuffle", "replacement")
+
 MODES = ("train", "eval", "info")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta")
@@ -16,7 +19,7 @@ SCHEDULE_UNITS = ("epochs", "iterations")
 WARMUP_MODES = ("constant", "linear")
 DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "cifar10_sample")
 AUGMENTATIONS = ("cifar", "imagenet", "none")
-PAD_MODES = ("zero", "reflect")
+PAD_MODES = ("zero", "black", "reflect")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 RESUME_AUTO = "auto"
 
@@ -74,11 +77,20 @@ class DataConfig:
     download: bool = False
     num_classes: int = 10
     image_size: int = 32  # pixels, training crop size
-    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    # channel: (x - mean) / std with the per-channel values below (fb.resnet.torch); pixel: minus
+    # the training set's mean image (He 2015); pixel_global_std: minus the mean image, divided by
+    # one std of all training pixels (gcr/torch-residual-networks, the Torch blog's code).
+    normalize: str = "channel"
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])  # per channel, 0..1 scale
     std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
     augment: str = "cifar"  # cifar: pad + random crop + flip; imagenet: random-resized crop + flip
     pad: int = 4  # pixels, cifar augmentation
-    pad_mode: str = "zero"  # zero | reflect
+    # zero: pad the normalised image with 0, so the border is the mean (fb.resnet.torch, gcr);
+    # black: pad the raw image with 0 before normalising (torchvision on uint8); reflect (WRN).
+    pad_mode: str = "zero"
+    # shuffle: a permutation per epoch; replacement: every batch drawn uniformly with replacement
+    # (gcr's sampler). An epoch is ceil(N / batch_size) batches either way.
+    sampler: str = "shuffle"
     color_jitter: float = 0.0  # imagenet augmentation: brightness, contrast and saturation strength
     lighting: float = 0.0  # imagenet augmentation: std of AlexNet's PCA lighting noise
     val_size: int = 0  # training images held out as validation (He 2015 used 5000)
@@ -180,6 +192,11 @@ def validate(cfg: Config) -> None:
     _choice("data.name", d.name, DATASETS)
     _choice("data.augment", d.augment, AUGMENTATIONS)
     _choice("data.pad_mode", d.pad_mode, PAD_MODES)
+    _choice("data.normalize", d.normalize, NORMALIZATIONS)
+    _choice("data.sampler", d.sampler, SAMPLERS)
+    if d.pad_mode == "black" and d.normalize != "channel":
+        raise ValueError("data.pad_mode=black pads before normalising, which only data.normalize=channel allows "
+                         "(a per-pixel mean would not line up with the shifted image); use data.pad_mode=zero")
     _positive("data.num_classes", d.num_classes)
     _positive("data.image_size", d.image_size)
     if d.name == "synthetic" and (d.train_size is None or d.test_size is None):

@@ -46,8 +46,9 @@ class Transformed(Dataset):
     """Applies `transform` to each (image, label) of `base`. With `seed` set, each sample's
     random augmentation is drawn from a generator seeded by (seed, epoch, index) alone, so it
     does not depend on the number of loader workers, on which worker takes the sample, or on
-    where in the epoch a resumed run starts. The key is an index, or (epoch, index) as
-    EpochSampler yields it: the epoch travels with the key, so persistent workers see it."""
+    where in the epoch a resumed run starts. The key is an index, or (epoch, index[, draw]) as
+    EpochSampler yields it: the epoch travels with the key, so persistent workers see it; a
+    sampler that draws with replacement adds the draw's position, so repeats differ."""
 
     def __init__(self, base: Dataset, transform, seed: int | None = None):
         self.base = base
@@ -57,8 +58,8 @@ class Transformed(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        epoch, i = key if isinstance(key, tuple) else (0, key)
+    def __getitem__(self, key: int | tuple[int, ...]):
+        epoch, i, *draw = key if isinstance(key, tuple) else (0, key)
         image, label = self.base[i]
         if self.seed is None:
             return self.transform(image), label
@@ -66,7 +67,7 @@ class Transformed(Dataset):
         # and give it back its state (torch.manual_seed and fork_rng cost 100x more).
         gen = torch.default_generator
         saved = gen.get_state()
-        gen.manual_seed(_mix(self.seed, epoch, i))
+        gen.manual_seed(_mix(self.seed, epoch, i, *draw))
         try:
             return self.transform(image), label
         finally:
@@ -81,27 +82,46 @@ def _mix(*values: int) -> int:
 
 
 class EpochSampler(Sampler[int]):
-    """A shuffled order fixed by (seed, epoch), which can start part-way through an epoch. Under
-    DDP, process `rank` of `world` takes its share of every global batch of `global_batch`
+    """An order fixed by (seed, epoch), which can start part-way through an epoch: a permutation
+    (shuffle), or with `replacement` ceil(N / global_batch) full batches of indices drawn
+    uniformly with replacement (gcr/torch-residual-networks data/cifar-dataset.lua@3d1ed05:90).
+    Under DDP, process `rank` of `world` takes its share of every global batch of `global_batch`
     images, so N processes see together exactly the batches one process would."""
 
-    def __init__(self, size: int, seed: int, global_batch: int, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, seed: int, global_batch: int, rank: int = 0, world: int = 1,
+                 replacement: bool = False):
         self.size, self.seed, self.global_batch, self.rank, self.world = size, seed, global_batch, rank, world
+        self.replacement = replacement
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """start: images of this epoch's global order already consumed (a resumed run skips them)."""
         self.epoch, self.start = epoch, start
 
-    def indices(self) -> torch.Tensor:
+    def global_order(self) -> torch.Tensor:
+        """The epoch's order over all processes, from `start` on."""
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-        order = torch.randperm(self.size, generator=g)[self.start:]
-        if self.world > 1:
-            order = torch.cat([b.tensor_split(self.world)[self.rank] for b in order.split(self.global_batch)])
-        return order
+        if self.replacement:
+            draws = -(-self.size // self.global_batch) * self.global_batch
+            return torch.randint(self.size, (draws,), generator=g)[self.start:]
+        return torch.randperm(self.size, generator=g)[self.start:]
+
+    def share(self, global_batch: torch.Tensor) -> torch.Tensor:
+        """This process's part of one global batch."""
+        return global_batch.tensor_split(self.world)[self.rank] if self.world > 1 else global_batch
+
+    def indices(self) -> torch.Tensor:
+        return torch.cat([self.share(b) for b in self.global_order().split(self.global_batch)])
 
     def __iter__(self):
-        return ((self.epoch, i) for i in self.indices().tolist())
+        if not self.replacement:
+            return ((self.epoch, i) for i in self.indices().tolist())
+        # The draw's position keys its augmentation, so an image drawn twice is augmented twice.
+        order = self.global_order()
+        positions = torch.arange(self.start, self.start + len(order))
+        pairs = [(self.share(b), self.share(p)) for b, p in
+                 zip(order.split(self.global_batch), positions.split(self.global_batch), strict=True)]
+        return ((self.epoch, i, d) for b, p in pairs for i, d in zip(b.tolist(), p.tolist(), strict=True))
 
     def __len__(self) -> int:
         return len(self.indices())
@@ -263,13 +283,62 @@ class Lighting(torch.nn.Module):
         return image + rgb.view(3, 1, 1).to(image.dtype)
 
 
-def train_transform(cfg: DataConfig):
+@dataclass
+class Normalization:
+    """x -> (x - mean) / std on images scaled to 0..1. `channel`: the config's per-channel mean
+    and std (fb.resnet.torch datasets/cifar10.lua@985e569:38-41). `pixel`: the training set's mean
+    image, no std (He 2015 Sec. 4.2). `pixel_global_std`: the mean image and one std of all raw
+    training pixels (gcr/torch-residual-networks data/cifar-dataset.lua@3d1ed05:36-41)."""
+
+    mean: torch.Tensor  # (3, 1, 1) or (3, H, W)
+    std: torch.Tensor  # (3, 1, 1) or (1, 1, 1)
+
+    @classmethod
+    def for_data(cls, cfg: DataConfig, train: Split | None) -> Normalization:
+        if cfg.normalize == "channel":
+            return cls(torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1))
+        if train is None or cfg.augment == "imagenet":
+            raise DataError(f"data.normalize={cfg.normalize} needs an in-memory dataset of equal-sized images "
+                            f"(CIFAR, SVHN); use data.normalize=channel")
+        total, total_sq = torch.zeros(train.images.shape[1:], dtype=torch.float64), 0.0
+        for chunk in train.images.split(4096):  # in float64 chunks: 50k images as float32 would take 600 MB
+            x = chunk.double()
+            total += x.sum(0)
+            total_sq += float((x * x).sum())
+        n = len(train.images)
+        mean = total / n
+        if cfg.normalize == "pixel":
+            std = torch.ones(1, 1, 1, dtype=torch.float64) * 255
+        else:  # Torch7's tensor:std(), with N - 1
+            count = n * mean.numel()
+            std = torch.tensor(((total_sq - float(total.sum()) ** 2 / count) / (count - 1)) ** 0.5).view(1, 1, 1)
+        return cls((mean / 255).float(), (std / 255).float())
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return (image - self.mean.to(image.device)) / self.std.to(image.device)
+
+
+def _normalize(norm: Normalization):
+    if norm.mean.shape[-1] == 1 and norm.std.shape[0] == 3:  # per channel: torchvision's own transform
+        return v2.Normalize(norm.mean.flatten().tolist(), norm.std.flatten().tolist())
+    return norm
+
+
+def train_transform(cfg: DataConfig, norm: Normalization | None = None):
+    norm = norm or Normalization.for_data(cfg, None)
     ops: list = [v2.ToImage()]
     if cfg.augment == "cifar":
-        # He 2015 Sec. 4.2: pad 4 pixels, take a random 32x32 crop, flip horizontally.
-        pad_mode = "constant" if cfg.pad_mode == "zero" else "reflect"
-        ops += [v2.RandomCrop(cfg.image_size, padding=cfg.pad, padding_mode=pad_mode), v2.RandomHorizontalFlip()]
-    elif cfg.augment == "imagenet":
+        # He 2015 Sec. 4.2: pad 4 pixels, take a random 32x32 crop, flip horizontally. fb.resnet.torch
+        # and gcr normalise first and pad with 0, so the border is the mean (pad_mode=zero); black
+        # pads the raw image with 0 before normalising, as torchvision's RandomCrop on uint8.
+        crop = v2.RandomCrop(cfg.image_size, padding=cfg.pad, padding_mode="reflect" if cfg.pad_mode == "reflect"
+                             else "constant")
+        if cfg.pad_mode == "black":
+            return v2.Compose(ops + [crop, v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                                     _normalize(norm)])
+        return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), _normalize(norm), crop,
+                                 v2.RandomHorizontalFlip()])
+    if cfg.augment == "imagenet":
         # fb.resnet.torch: random-resized crop (scale 0.08-1, aspect 3/4-4/3), colour jitter,
         # PCA lighting noise, flip.
         ops += [v2.RandomResizedCrop(cfg.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
@@ -280,15 +349,16 @@ def train_transform(cfg: DataConfig):
     ops.append(v2.ToDtype(torch.float32, scale=True))
     if cfg.augment == "imagenet" and cfg.lighting:
         ops.append(Lighting(cfg.lighting))
-    return v2.Compose(ops + [v2.Normalize(cfg.mean, cfg.std)])
+    return v2.Compose(ops + [_normalize(norm)])
 
 
-def eval_transform(cfg: DataConfig):
+def eval_transform(cfg: DataConfig, norm: Normalization | None = None):
+    norm = norm or Normalization.for_data(cfg, None)
     ops: list = [v2.ToImage()]
     if cfg.augment == "imagenet":
         # Resize to 256 and take the centre 224 (scaled for other sizes).
         ops += [v2.Resize(cfg.image_size * 256 // 224, antialias=True), v2.CenterCrop(cfg.image_size)]
-    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), _normalize(norm)])
 
 
 # ---------------------------------------------------------------- device-resident batches
@@ -303,12 +373,12 @@ def draw_crop_flip(n: int, pad: int, gen: torch.Generator) -> tuple[torch.Tensor
 def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, offsets: torch.Tensor,
                      flips: torch.Tensor) -> torch.Tensor:
     """Pads, crops and flips a batch of float images (B, C, H, W) as `draw_crop_flip` drew, on the
-    images' device. Zero padding pads with 0, as torchvision pads the uint8 image before
-    normalisation."""
+    images' device. pad_mode zero and black pad with 0 (the caller normalises before or after),
+    reflect mirrors the border."""
     b, _, h, w = images.shape
     offsets, flips = offsets.to(images.device), flips.to(images.device)
     if pad:
-        images = F.pad(images, (pad, pad, pad, pad), mode="constant" if pad_mode == "zero" else "reflect")
+        images = F.pad(images, (pad, pad, pad, pad), mode="reflect" if pad_mode == "reflect" else "constant")
     rows = offsets[0][:, None] + torch.arange(h, device=images.device)
     cols = offsets[1][:, None] + torch.arange(w, device=images.device)
     cols = torch.where(flips[:, None], cols.flip(1), cols)
@@ -320,49 +390,66 @@ def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, offsets: tor
 
 class DeviceBatches:
     """Batches cut from uint8 images held on the device (CIFAR, SVHN: 150 MB at most), converted,
-    augmented and normalised there per batch: no loader workers and no host copies per step.
-    The order comes from the same EpochSampler as the loader path; the augmentation of batch k
-    of an epoch from a generator seeded by (seed, epoch, k), so a resumed run matches."""
+    normalised and augmented there per batch (in the order train_transform uses): no loader
+    workers and no host copies per step. The order comes from the same EpochSampler as the loader
+    path; the augmentation of global batch k of an epoch from a generator seeded by (seed, epoch,
+    k), of which each DDP process takes its own share, so a resumed or distributed run matches a
+    single uninterrupted one."""
 
     def __init__(self, split: Split, cfg: DataConfig, batch_size: int, device: torch.device, *,
-                 sampler: EpochSampler | None = None, seed: int = 0):
+                 sampler: EpochSampler | None = None, seed: int = 0, norm: Normalization | None = None):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size, self.sampler, self.seed = batch_size, sampler, seed
         self.augment = sampler is not None and cfg.augment == "cifar"
         self.pad, self.pad_mode = cfg.pad, cfg.pad_mode
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(cfg.mean, device=device).view(shape) * 255
-        self.std = torch.tensor(cfg.std, device=device).view(shape) * 255
+        norm = norm or Normalization.for_data(cfg, None)
+        self.mean, self.std = norm.mean.to(device) * 255, norm.std.to(device) * 255
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.labels)
         return -(-n // self.batch_size)
 
+    def _epoch(self) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """This process's batches of indices and, when augmenting, their crop and flip draws."""
+        if self.sampler is None:
+            return list(torch.arange(len(self.labels)).split(self.batch_size)), None, None
+        s = self.sampler
+        first = s.start // s.global_batch
+        global_batches = s.global_order().split(s.global_batch)
+        batches = [s.share(b) for b in global_batches]
+        if not self.augment:
+            return batches, None, None
+        offsets, flips = [], []
+        for k, b in enumerate(global_batches, start=first):
+            o, f = draw_crop_flip(len(b), self.pad, torch.Generator().manual_seed(_mix(self.seed, s.epoch, k)))
+            mine = s.share(torch.arange(len(b)))
+            offsets.append(o[:, mine])
+            flips.append(f[mine])
+        return batches, torch.cat(offsets, 1), torch.cat(flips)
+
     def __iter__(self):
         device = self.images.device
-        if self.sampler is None:
-            order, first = torch.arange(len(self.labels)), 0
-        else:
-            order, first = self.sampler.indices(), self.sampler.start // self.sampler.global_batch
-        batches = order.to(device).split(self.batch_size)
-        if self.augment:
-            # Batch k of an epoch draws from its own generator, seeded by (seed, epoch, k); the whole
-            # epoch's draws go to the device in one copy, since a copy from pageable host memory
-            # per batch would wait for the GPU every step.
-            epoch = self.sampler.epoch
-            draws = [draw_crop_flip(len(idx), self.pad, torch.Generator().manual_seed(_mix(self.seed, epoch, k)))
-                     for k, idx in enumerate(batches, start=first)]
-            offsets = torch.cat([d[0] for d in draws], 1).to(device)
-            flips = torch.cat([d[1] for d in draws]).to(device)
+        batches, offsets, flips = self._epoch()
+        if offsets is not None:
+            offsets, flips = offsets.to(device), flips.to(device)
+        # The epoch's order and draws go to the device in one copy each: a copy from pageable host
+        # memory per batch would wait for the GPU every step.
+        batches = torch.cat(batches).to(device).split([len(b) for b in batches]) if batches else []
         start = 0
         for idx in batches:
             end = start + len(idx)
             x = self.images[idx].float()
-            if self.augment:
+            if offsets is None:
+                x = (x - self.mean) / self.std
+            elif self.pad_mode == "black":
                 x = random_crop_flip(x, self.pad, self.pad_mode, offsets[:, start:end], flips[start:end])
+                x = (x - self.mean) / self.std
+            else:
+                x = random_crop_flip((x - self.mean) / self.std, self.pad, self.pad_mode, offsets[:, start:end],
+                                     flips[start:end])
             start = end
-            yield (x - self.mean) / self.std, self.labels[idx]
+            yield x, self.labels[idx]
 
 
 # ---------------------------------------------------------------- assembly
@@ -372,6 +459,7 @@ class Datasets:
     train: Dataset
     evals: dict[str, Dataset]  # "test", and "val" when data.val_size > 0
     num_classes: int
+    norm: Normalization  # from the training images; the evaluation sets use it too
 
     def splits(self) -> dict[str, Split] | None:
         """The raw in-memory splits (train first), or None for datasets read from disk."""
@@ -403,8 +491,9 @@ def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
                             f"{len(train.classes)})")
         if cfg.val_size:
             raise DataError("data.val_size works for in-memory datasets; an image folder has its own val/")
-        test = Transformed(test, eval_transform(cfg))
-        return Datasets(Transformed(train, train_transform(cfg), seed), {"test": test}, cfg.num_classes)
+        norm = Normalization.for_data(cfg, None)
+        test = Transformed(test, eval_transform(cfg, norm))
+        return Datasets(Transformed(train, train_transform(cfg, norm), seed), {"test": test}, cfg.num_classes, norm)
 
     if cfg.name in _CIFAR:
         train, test = read_cifar(cfg.name, root, cfg.download)
@@ -424,8 +513,10 @@ def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
     evals = {"test": test}
     if cfg.val_size:
         train, evals["val"] = hold_out(train, cfg.val_size)
-    return Datasets(Transformed(TensorImages(train), train_transform(cfg), seed),
-                    {k: Transformed(TensorImages(v), eval_transform(cfg)) for k, v in evals.items()}, cfg.num_classes)
+    norm = Normalization.for_data(cfg, train)
+    return Datasets(Transformed(TensorImages(train), train_transform(cfg, norm), seed),
+                    {k: Transformed(TensorImages(v), eval_transform(cfg, norm)) for k, v in evals.items()},
+                    cfg.num_classes, norm)
 
 
 def _seed_worker(_worker_id: int) -> None:

@@ -152,8 +152,9 @@ def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device, bat
         on_gpu = False
     if on_gpu:
         train = DeviceBatches(splits.pop("train"), cfg.data, batch_size, device, sampler=sampler,
-                              seed=cfg.seed)
-        return train, {k: DeviceBatches(v, cfg.data, cfg.train.eval_batch_size, device) for k, v in splits.items()}
+                              seed=cfg.seed, norm=data.norm)
+        return train, {k: DeviceBatches(v, cfg.data, cfg.train.eval_batch_size, device, norm=data.norm)
+                       for k, v in splits.items()}
     pin = device.type == "cuda"
     train = make_loader(data.train, batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
                         sampler=sampler)
@@ -215,7 +216,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     seed_everything(cfg.seed)
 
     data = build_datasets(cfg.data, cfg.seed)
-    sampler = EpochSampler(len(data.train), cfg.seed, cfg.train.batch_size, dist.rank, dist.world)
+    sampler = EpochSampler(len(data.train), cfg.seed, cfg.train.batch_size, dist.rank, dist.world,
+                           replacement=cfg.data.sampler == "replacement")
     train_loader, eval_loaders = _loaders(cfg, data, sampler, device, cfg.train.batch_size // dist.world)
     model = make_model(cfg.model, cfg.data)
     if cfg.train.sync_bn and dist.active:
