@@ -60,14 +60,20 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     name: str = "multistep"  # multistep | step | cosine | constant
-    unit: str = "epochs"  # epochs | iterations: the unit of milestones, step_size and warmup
-    milestones: list[int] = field(default_factory=lambda: [82, 123])
+    unit: str = "epochs"  # epochs | iterations: the unit of milestones and step_size
+    # The one convention for every schedule: a milestone m is m completed units, so with
+    # unit=epochs the LR drops at the start of epoch m counted from 0 (epoch m + 1 counted from 1,
+    # as Lua code counts). fb.resnet.torch's "x0.1 from epoch 81" is milestone 80.
+    milestones: list[int] = field(default_factory=lambda: [80, 121])
     gamma: float = 0.1  # LR factor at each milestone or step
     step_size: int = 30  # step: decay every step_size units
     min_lr: float = 0.0  # cosine floor
-    warmup: int = 0  # length of the warm-up, in iterations
+    warmup: int = 0  # length of the warm-up, in iterations (whatever the unit)
     warmup_lr: float = 0.01
     warmup_mode: str = "constant"  # constant: warmup_lr throughout; linear: warmup_lr -> lr
+    # multistep and step: clear the optimizer's state (momentum buffers) at each drop, as WRN's
+    # train.lua builds a fresh optimizer state there.
+    reset_state: bool = False
 
 
 @dataclass
@@ -188,6 +194,9 @@ def validate(cfg: Config) -> None:
     if list(s.milestones) != sorted(s.milestones):
         raise ValueError(f"sched.milestones must be increasing, got {list(s.milestones)}")
     _non_negative("sched.warmup", s.warmup, " iterations")
+    if s.reset_state and s.name not in ("multistep", "step"):
+        raise ValueError(f"sched.reset_state=true clears the optimizer state at each LR drop, which sched.name="
+                         f"{s.name} does not have; use sched=multistep or sched=step, or reset_state=false")
     d = cfg.data
     _choice("data.name", d.name, DATASETS)
     _choice("data.augment", d.augment, AUGMENTATIONS)

@@ -148,12 +148,12 @@ class GraphedTrainStep(TrainStep):
 def train_epoch(step_fn: TrainStep, batches: Iterable, *,
                 lr_fn: Callable[[int], float], step: int, max_steps: int,
                 totals: EpochTotals | None = None, channels_last: bool = False, progress: bool = False,
-                desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False
-                ) -> tuple[EpochTotals, bool]:
+                desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False,
+                reset_at: Callable[[int], bool] = lambda step: False) -> tuple[EpochTotals, bool]:
     """Trains with `step_fn` over `batches` from global iteration `step` until the batches end,
     max_steps is reached, or stop() turns true after a step. Returns the epoch's totals
     (continuing `totals`) and whether stop() ended it early. The LR is set from lr_fn before each
-    step."""
+    step; where reset_at(step) holds, the optimizer's state is cleared first."""
     step_fn.model.train()
     device = step_fn.device
     totals = totals or EpochTotals()
@@ -168,6 +168,8 @@ def train_epoch(step_fn: TrainStep, batches: Iterable, *,
     for batch in bar:
         if step >= max_steps:
             break
+        if reset_at(step):
+            step_fn.optimizer.state.clear()
         for group in step_fn.optimizer.param_groups:
             group["lr"] = lr_fn(step)
         x, y = _to(batch, device, channels_last)
@@ -177,7 +179,9 @@ def train_epoch(step_fn: TrainStep, batches: Iterable, *,
         step += 1
         if steps % check_every == 0:
             _check_finite(sums.first_bad, lr_fn)
-            bar.set_postfix(loss=f"{sums.loss_sum.item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}", refresh=False)
+            if progress:  # the string costs a host sync; build it only where a bar shows it
+                bar.set_postfix(loss=f"{sums.loss_sum.item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}",
+                                refresh=False)
         if stop():
             stopped = True
             break

@@ -42,6 +42,17 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     raise ValueError(f"unknown optimizer {cfg.name!r}")
 
 
+def drops_at(step: int, *, sched: SchedConfig, steps_per_epoch: int) -> bool:
+    """Whether iteration `step` (0-based) is the first at a multistep or step schedule's lower LR."""
+    per_unit = steps_per_epoch if sched.unit == "epochs" else 1
+    if sched.name == "multistep":
+        return any(step == m * per_unit for m in sched.milestones if m > 0)
+    if sched.name == "step":
+        period = sched.step_size * per_unit
+        return step > 0 and step % period == 0
+    return False
+
+
 def lr_at(step: int, *, base_lr: float, sched: SchedConfig, steps_per_epoch: int, total_steps: int) -> float:
     """Learning rate for iteration `step` (0-based). Milestones and step_size are in
     sched.unit (epochs or iterations); the warm-up is in iterations."""

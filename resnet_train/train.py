@@ -31,7 +31,7 @@ from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger
 from .models import ResNet, build_model, check_model_args, default_unit
 from .models.summary import count_params, model_summary
-from .optim import build_optimizer, lr_at
+from .optim import build_optimizer, drops_at, lr_at
 
 # Keys that change what is trained or on what; a resume that changes one would silently make a
 # different run. train.epochs/iterations may grow (to extend a run), the rest may not.
@@ -246,6 +246,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     num_epochs, total_steps = _plan(cfg, steps_per_epoch)
     lr_fn = partial(lr_at, base_lr=base_lr, sched=cfg.sched, steps_per_epoch=steps_per_epoch,
                     total_steps=total_steps)
+    reset_at = partial(drops_at, sched=cfg.sched, steps_per_epoch=steps_per_epoch) if cfg.sched.reset_state \
+        else (lambda step: False)
 
     epoch, step, history, partial_epoch = 0, 0, [], EpochTotals()
     best: dict[str, Any] = {"err": None, "epoch": None}
@@ -299,7 +301,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                 totals, stopped = train_epoch(step_fn, train_loader, lr_fn=lr_fn, step=step,
                                               max_steps=total_steps, totals=partial_epoch,
                                               channels_last=channels_last, progress=progress,
-                                              stop=stop, desc=f"epoch {epoch + 1}/{num_epochs}")
+                                              stop=stop, desc=f"epoch {epoch + 1}/{num_epochs}",
+                                              reset_at=reset_at)
                 step = epoch_start_step + totals.steps
                 totals = _global_totals(totals, dist, device)
                 if stopped and totals.steps < steps_per_epoch and step < total_steps:

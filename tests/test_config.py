@@ -8,8 +8,8 @@ from resnet_train.train import make_model
 
 from .conftest import CONF
 
-GROUP_OPTIONS = [(group.name, f.stem) for group in sorted(CONF.iterdir()) if group.is_dir()
-                 for f in sorted(group.glob("*.yaml"))]
+GROUP_OPTIONS = [(group.name, str(f.relative_to(group).with_suffix(""))) for group in sorted(CONF.iterdir())
+                 if group.is_dir() and group.name != "hydra" for f in sorted(group.rglob("*.yaml"))]
 
 
 def to_config(dict_cfg) -> Config:
@@ -46,7 +46,7 @@ def test_defaults_match_he2015_cifar_recipe(compose):
     cfg = to_config(compose())
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
     assert cfg.train.batch_size == 128 and cfg.train.epochs == 164
-    assert cfg.sched.milestones == [82, 123] and cfg.model.shortcut == "A"
+    assert cfg.sched.milestones == [80, 121] and cfg.model.shortcut == "A"  # fb.resnet.torch: from epoch 81, 122
 
 
 @pytest.mark.parametrize("override,fragment", [
