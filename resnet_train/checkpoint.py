@@ -77,23 +77,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    """Plain lists and numbers only, so the state also passes through all_gather_object."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Plain lists and numbers only, so the state also passes through all_gather_object. Of the
+    GPUs, only the training device's generator: a resume may see fewer GPUs, or another index."""
     py = random.getstate()
     np_state = np.random.get_state()
+    cuda = device is not None and device.type == "cuda"
     return {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "torch": torch.get_rng_state().tolist(),
-        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device).tolist()] if cuda else [],
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    if state["cuda"] and device is not None and device.type == "cuda":
+        # One state since this format; older checkpoints hold one per visible GPU.
+        saved = state["cuda"][0] if len(state["cuda"]) == 1 else state["cuda"][min(device.index or 0,
+                                                                                     len(state["cuda"]) - 1)]
+        torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), device)

@@ -119,7 +119,8 @@ class TrainConfig:
     progress: bool = True  # tqdm bars (off when stderr is not a terminal)
     amp: bool = True  # bf16 autocast; CUDA only (CPU runs stay fp32)
     channels_last: bool = True  # NHWC memory layout for the model and inputs; CUDA only
-    compile: str = "none"  # none | default | reduce-overhead (torch.compile; reduce-overhead uses CUDA graphs)
+    # none | default | reduce-overhead | max-autotune (torch.compile; the last two replay CUDA graphs)
+    compile: str = "none"
     # Capture forward, loss and backward of each step in one CUDA graph and replay it (one CUDA
     # process only). Off until measured on a GPU: no session has had one yet.
     cuda_graphs: bool = False
@@ -222,9 +223,9 @@ def validate(cfg: Config) -> None:
               t.epochs if t.epochs is not None else t.iterations)
     _positive("train.batch_size", t.batch_size)
     _choice("train.compile", t.compile, COMPILE_MODES)
-    if t.cuda_graphs and t.compile == "reduce-overhead":
-        raise ValueError("train.cuda_graphs=true and train.compile=reduce-overhead both capture CUDA graphs; "
-                         "choose one (e.g. train.compile=default with train.cuda_graphs=true)")
+    if t.cuda_graphs and t.compile in ("reduce-overhead", "max-autotune"):
+        raise ValueError(f"train.cuda_graphs=true and train.compile={t.compile} both capture CUDA graphs, one inside "
+                         f"the other; choose one (e.g. train.compile=default with train.cuda_graphs=true)")
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
     _non_negative("train.keep_last", t.keep_last)

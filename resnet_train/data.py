@@ -397,8 +397,12 @@ class DeviceBatches:
     single uninterrupted one."""
 
     def __init__(self, split: Split, cfg: DataConfig, batch_size: int, device: torch.device, *,
-                 sampler: EpochSampler | None = None, seed: int = 0, norm: Normalization | None = None):
+                 sampler: EpochSampler | None = None, seed: int = 0, norm: Normalization | None = None,
+                 channels_last: bool = False):
         self.images = split.images.to(device)
+        # One memory format for the whole run, training and evaluation alike: torch.compile and
+        # cudnn.benchmark then see one layout.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.labels = split.labels.to(device)
         self.batch_size, self.sampler, self.seed = batch_size, sampler, seed
         self.augment = sampler is not None and cfg.augment == "cifar"
@@ -449,7 +453,7 @@ class DeviceBatches:
                 x = random_crop_flip((x - self.mean) / self.std, self.pad, self.pad_mode, offsets[:, start:end],
                                      flips[start:end])
             start = end
-            yield x, self.labels[idx]
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]
 
 
 # ---------------------------------------------------------------- assembly

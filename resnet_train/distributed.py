@@ -90,36 +90,47 @@ def sum_over_ranks(values: list[float], d: Dist, device: torch.device) -> list[f
     return t.tolist()
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; each rank's gradient is the sum of all ranks' output gradients."""
+class _AllGather(torch.autograd.Function):
+    """Every rank's tensor, stacked (world, ...). Every rank computes the same function of the
+    stack, so the gradient of a rank's input is the sum over ranks of its row's gradient."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
-        dist.all_reduce(y)
-        return y
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.stack(out)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
+        grad = grad.contiguous()
         dist.all_reduce(grad)
-        return grad
+        return grad[dist.get_rank()]
+
+
+def combine_moments(stats: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Global count, mean and biased variance from each rank's (count, mean, M2) rows, by Chan et
+    al.'s pairwise formula: no E[x^2] - E[x]^2, which cancels in fp32 when the mean is large."""
+    counts, means, m2 = stats[:, :1], stats[:, 1:1 + channels], stats[:, 1 + channels:]
+    n = counts.sum()
+    mean = (counts * means).sum(0) / n
+    var = (m2.sum(0) + (counts * (means - mean) ** 2).sum(0)) / n
+    return n, mean, var
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the global batch of all processes, on any backend (torch's SyncBatchNorm
-    needs GPU tensors). One differentiable all-reduce of the per-channel sums per layer."""
+    needs GPU tensors). Each rank's count, mean and sum of squared deviations stay on the device
+    and travel in one packed, differentiable all-gather per layer."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         xf = x.float()
-        count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
-        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        local_n = xf.numel() // c
+        var, mean = torch.var_mean(xf, dim=(0, 2, 3), correction=0)
+        local = torch.cat([xf.new_full((1,), float(local_n)), mean, var * local_n])
+        n, mean, var = combine_moments(_AllGather.apply(local), c)
         with torch.no_grad():
             self.num_batches_tracked += 1
             self.running_mean.lerp_(mean.detach(), self.momentum)

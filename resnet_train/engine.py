@@ -138,7 +138,9 @@ class GraphedTrainStep(TrainStep):
         self.optimizer.zero_grad(set_to_none=True)
         self.x, self.y = x.clone(), y.clone()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the DataLoader's pin-memory thread (data.on_gpu=false) calls into CUDA
+        # meanwhile, which would invalidate a capture in the default global mode.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._forward_backward(self.x, self.y)
         self.grads = [p.grad for p in self.params]
         self.graph.replay()

@@ -49,6 +49,8 @@ def resolve_device(name: str, job_index: int | None = None) -> torch.device:
         raise ValueError(f"device={name} but only {gpus} GPU(s) are visible")
     if name == "auto":
         name = "cpu" if not gpus else f"cuda:{(job_index or 0) % gpus}"
+    elif name == "cuda":  # torch.cuda.set_device and the graph capture need an index
+        name = f"cuda:{torch.cuda.current_device()}"
     return torch.device(name)
 
 
@@ -141,7 +143,8 @@ def _plan(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     return t.epochs, t.epochs * steps_per_epoch
 
 
-def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device, batch_size: int):
+def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device, batch_size: int,
+             channels_last: bool):
     """The plain path (per-image torchvision transforms in a DataLoader, the reference) or the
     fast path (device-resident batches, augmented per batch on the device)."""
     splits = data.splits()
@@ -152,9 +155,9 @@ def _loaders(cfg: Config, data, sampler: EpochSampler, device: torch.device, bat
         on_gpu = False
     if on_gpu:
         train = DeviceBatches(splits.pop("train"), cfg.data, batch_size, device, sampler=sampler,
-                              seed=cfg.seed, norm=data.norm)
-        return train, {k: DeviceBatches(v, cfg.data, cfg.train.eval_batch_size, device, norm=data.norm)
-                       for k, v in splits.items()}
+                              seed=cfg.seed, norm=data.norm, channels_last=channels_last)
+        return train, {k: DeviceBatches(v, cfg.data, cfg.train.eval_batch_size, device, norm=data.norm,
+                                        channels_last=channels_last) for k, v in splits.items()}
     pin = device.type == "cuda"
     train = make_loader(data.train, batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
                         sampler=sampler)
@@ -215,15 +218,16 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     resume_from = _resume_path(cfg.resume, run_dir)
     seed_everything(cfg.seed)
 
+    cuda = device.type == "cuda"
+    amp, channels_last = cfg.train.amp and cuda, cfg.train.channels_last and cuda
     data = build_datasets(cfg.data, cfg.seed)
     sampler = EpochSampler(len(data.train), cfg.seed, cfg.train.batch_size, dist.rank, dist.world,
                            replacement=cfg.data.sampler == "replacement")
-    train_loader, eval_loaders = _loaders(cfg, data, sampler, device, cfg.train.batch_size // dist.world)
+    train_loader, eval_loaders = _loaders(cfg, data, sampler, device, cfg.train.batch_size // dist.world,
+                                          channels_last)
     model = make_model(cfg.model, cfg.data)
     if cfg.train.sync_bn and dist.active:
         model = distributed.convert_sync_bn(model)
-    cuda = device.type == "cuda"
-    amp, channels_last = cfg.train.amp and cuda, cfg.train.channels_last and cuda
     if cuda:
         torch.backends.cudnn.benchmark = True
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -239,7 +243,10 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
 
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile != "none":
-        step_model = torch.compile(step_model, mode=cfg.train.compile)
+        # Static shapes: one graph for the full batch, one for an epoch's short last batch, one for
+        # evaluation; without dynamic=False the second shape would make every batch use a slower
+        # dynamic-shape graph.
+        step_model = torch.compile(step_model, mode=cfg.train.compile, dynamic=False)
     step_class = GraphedTrainStep if _cuda_graphs(cfg, device, dist) else TrainStep
     step_fn = step_class(step_model, optimizer, device=device, amp=amp)
     steps_per_epoch = len(train_loader)
@@ -264,12 +271,12 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
             partial_epoch = EpochTotals(steps=partial_epoch.steps)
         train_seconds, train_images = state["train_seconds"], state["train_images"]
         rngs = state.get("rng_ranks") or [state["rng"]]
-        ckpt_io.set_rng_state(rngs[dist.rank] if len(rngs) == dist.world else state["rng"])
+        ckpt_io.set_rng_state(rngs[dist.rank] if len(rngs) == dist.world else state["rng"], device)
         print(f"resumed from {resume_from} at epoch {epoch + 1}, iteration {step}", flush=True)
 
     def save(totals: EpochTotals, names: list[str]) -> None:
         """Every rank's RNG state, so a resumed DDP run continues each rank's dropout stream."""
-        rngs = distributed.gather(ckpt_io.rng_state(), dist)
+        rngs = distributed.gather(ckpt_io.rng_state(device), dist)
         if not dist.is_main:
             return
         state = {"format": ckpt_io.FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

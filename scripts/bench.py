@@ -61,11 +61,11 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
-    step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode)
+    step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode, dynamic=False)
     optimizer = build_optimizer(model, OptimConfig())
     step_fn = (GraphedTrainStep if graphs and cuda else TrainStep)(step_model, optimizer, device=device, amp=cuda)
     sampler = EpochSampler(len(split.labels), seed=0, global_batch=batch_size)
-    batches = DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler)
+    batches = DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler, channels_last=cuda)
     lr = lambda s: lr_at(s, base_lr=0.1, sched=SchedConfig(), steps_per_epoch=len(batches), total_steps=10**9)  # noqa: E731
 
     def run(step: int, until: int, epoch: int) -> tuple[int, int, float]:

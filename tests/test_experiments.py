@@ -107,7 +107,9 @@ def test_command_line_overrides_the_experiment(compose):
     assert (cfg.model.depth, cfg.model.unit, cfg.optim.lr) == (56, "bn_after_add", 0.05)
 
 
-SWEEP_TINY = [*TINY, "data.train_size=128", "data.test_size=100", "train.epochs=1", "resume=auto"]
+# train.iterations=null: the blog's recipe is defined in iterations, as gcr's code counts.
+SWEEP_TINY = [*TINY, "data.train_size=128", "data.test_size=100", "train.epochs=1", "train.iterations=null",
+              "resume=auto"]
 
 
 def test_packed_sweep_runs_every_job_and_a_rerun_skips_finished_ones(tmp_path):
