@@ -3,7 +3,7 @@ alone cannot express. Everything below this module receives these plain dataclas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from .models import BOTTLENECK_STRIDES, FAMILIES, SHORTCUTS, STEMS, UNITS
@@ -127,6 +127,10 @@ class TrainConfig:
     eval_batch_size: int = 500
     sync_bn: bool = False  # under DDP: BN statistics over the global batch
     keep_last: int = 0  # also keep the last N end-of-epoch checkpoints as epoch_NNNN.pt
+    # Fraction of the recipe's length, to screen a suite's orderings cheaply (e.g. 0.25): epochs
+    # or iterations, every milestone and step_size scaled and rounded; the warm-up (iterations)
+    # stays. Reports keep such runs apart from full ones.
+    screening: float = 1.0
 
 
 @dataclass
@@ -142,6 +146,22 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     experiment: Optional[str] = None  # set by experiment/ files, used to group runs in reports
+
+
+def screened(cfg: Config) -> Config:
+    """The run that train.screening asks for: the recipe's length and schedule scaled."""
+    f = cfg.train.screening
+    if f == 1.0:
+        return cfg
+
+    def scale(value: int) -> int:
+        return max(1, round(value * f))
+
+    t, s = cfg.train, cfg.sched
+    train = replace(t, epochs=scale(t.epochs) if t.epochs is not None else None,
+                    iterations=scale(t.iterations) if t.iterations is not None else None)
+    sched = replace(s, milestones=[scale(m) for m in s.milestones], step_size=scale(s.step_size))
+    return replace(cfg, train=train, sched=sched)
 
 
 def register_configs() -> None:
@@ -229,5 +249,8 @@ def validate(cfg: Config) -> None:
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
     _non_negative("train.keep_last", t.keep_last)
+    if not 0.0 < t.screening <= 1.0:
+        raise ValueError(f"train.screening is a fraction of the recipe's length in (0, 1], got {t.screening} "
+                         f"(e.g. train.screening=0.25)")
     if cfg.mode == "eval" and not cfg.ckpt:
         raise ValueError("mode=eval needs a checkpoint: add ckpt=PATH/TO/last.pt")

@@ -113,10 +113,12 @@ def finished_runs(folders: list[Path]):
                 yield summary_path, summary
 
 
-def collect(folders: list[Path]) -> dict[tuple[str, str], Runs]:
+def collect(folders: list[Path], screening: float = 1.0) -> dict[tuple[str, str], Runs]:
+    """The finished runs of each (experiment, model) at one length: full recipes (1.0), or
+    screening runs at that fraction of the recipe (train.screening)."""
     runs: dict[tuple[str, str], Runs] = {}
     for summary_path, summary in finished_runs(folders):
-        if summary.get("final_test_err") is None:
+        if summary.get("final_test_err") is None or summary.get("screening", 1.0) != screening:
             continue
         arm = runs.setdefault((summary.get("experiment") or "-", summary["model"]), Runs())
         arm.errors.append(summary["final_test_err"])
@@ -128,25 +130,36 @@ def collect(folders: list[Path]) -> dict[tuple[str, str], Runs]:
     return runs
 
 
+def screening_fractions(folders: list[Path]) -> list[float]:
+    return sorted({s.get("screening", 1.0) for _, s in finished_runs(folders)} - {1.0})
+
+
 def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "–"
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def group_table(group: Group, runs: dict[tuple[str, str], Runs]) -> list[str]:
+def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool = True) -> list[str]:
+    """One row per arm; `published=False` (screening runs) leaves the published columns out."""
     ref = group.arms[0]
     ref_runs = runs.get((ref.experiment, ref.model))
-    lines = ["| arm | model | n | test error % (mean ± std) | best epoch | published % | our Δ vs ref | published Δ |",
-             "|---|---|---|---|---|---|---|---|"]
+    head = "| arm | model | n | test error % (mean ± std) | best epoch |"
+    lines = [head + (" published % | our Δ vs ref | published Δ |" if published else " our Δ vs ref |"),
+             "|---|---|---|---|---|---|" + ("---|---|" if published else "")]
     for arm in group.arms:
         r = runs.get((arm.experiment, arm.model))
         ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
         best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
-        delta = r.mean - ref_runs.mean if r and ref_runs else None
-        pub_delta = arm.published - ref.published if arm.published is not None and ref.published is not None else None
-        lines.append(f"| {arm.experiment} | {arm.model} | {r.n if r else 0} | {ours} | {best} | {_fmt(arm.published)} "
-                     f"| {_fmt(delta, True)} | {_fmt(pub_delta, True)} |")
+        delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
+        row = f"| {arm.experiment} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
+        if published:
+            pub_delta = (arm.published - ref.published
+                         if arm.published is not None and ref.published is not None else None)
+            row += f" {_fmt(arm.published)} | {delta} | {_fmt(pub_delta, True)} |"
+        else:
+            row += f" {delta} |"
+        lines.append(row)
     return lines
 
 
@@ -222,7 +235,18 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:80]
 
 
-def render(runs: dict[tuple[str, str], Runs], out: Path) -> str:
+def screening_section(fraction: float, runs: dict[tuple[str, str], Runs]) -> list[str]:
+    lines = [f"## Screening runs at {fraction:g} of each recipe's length", "",
+             "Shortened schedules (`train.screening`): their orderings and deltas only. They are not the published "
+             "recipes, so no published number stands beside them.", ""]
+    for group in GROUPS:
+        if any((a.experiment, a.model) in runs for a in group.arms):
+            lines += [f"### {group.title}", "", *group_table(group, runs, published=False), ""]
+    return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
+
+
+def render(runs: dict[tuple[str, str], Runs], out: Path,
+           screens: dict[float, dict[tuple[str, str], Runs]] | None = None) -> str:
     lines = ["# Reproduction results", "", CAVEAT, "",
              "Each row: the mean final test error over seeds (n runs), the mean epoch of the lowest test error, "
              "the published CIFAR-10 error, and both deltas to the group's first arm. Written by "
@@ -246,6 +270,8 @@ def render(runs: dict[tuple[str, str], Runs], out: Path) -> str:
     lines += ["## Expected orderings", "", *goal_checks(runs), ""]
     lines += ["## Not yet run", ""]
     lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}" for g in not_run] or ["- (none)"]
+    for fraction, screen in sorted((screens or {}).items()):
+        lines += ["", *screening_section(fraction, screen)]
     return "\n".join(lines) + "\n"
 
 
@@ -253,7 +279,9 @@ def copy_results(folders: list[Path], dest: Path) -> int:
     """Copies each finished run's small files (no checkpoints) to dest/EXPERIMENT/MODEL/seedN."""
     count = 0
     for summary_path, summary in finished_runs(folders):
-        target = dest / (summary.get("experiment") or "other") / summary["model"] / f"seed{summary['seed']}"
+        length = summary.get("screening", 1.0)
+        seed_dir = f"seed{summary['seed']}" if length == 1.0 else f"screening{length:g}_seed{summary['seed']}"
+        target = dest / (summary.get("experiment") or "other") / summary["model"] / seed_dir
         target.mkdir(parents=True, exist_ok=True)
         for name in ("summary.json", "metrics.jsonl"):
             if (summary_path.parent / name).is_file():
@@ -273,11 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such folder: {', '.join(map(str, missing))}")
     runs = collect(args.folders)
+    screens = {f: collect(args.folders, f) for f in screening_fractions(args.folders)}
     if args.copy_to:
         print(f"copied {copy_results(args.folders, args.copy_to)} runs to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(runs, args.out))
-    total = sum(r.n for r in runs.values())
+    args.out.write_text(render(runs, args.out, screens))
+    total = sum(r.n for r in runs.values()) + sum(r.n for s in screens.values() for r in s.values())
     print(f"wrote {args.out}: {total} runs in {len(runs)} arms")
     return 0
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed
 from .checkpoint import CheckpointError
-from .config import RESUME_AUTO, Config, DataConfig, ModelConfig
+from .config import RESUME_AUTO, Config, DataConfig, ModelConfig, screened
 from .data import DeviceBatches, EpochSampler, build_datasets, make_loader
 from .distributed import Dist
 from .engine import EpochTotals, GraphedTrainStep, TrainStep, evaluate, train_epoch
@@ -201,6 +201,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     Raises Interrupted after saving last.pt when a stop signal arrives, DivergenceError when the
     loss stops being finite. Under torchrun, `dist` names this process; rank 0 alone writes."""
     overrides = list(overrides or [])
+    cfg = screened(cfg)
     check_model(cfg.model, cfg.data)
     if cfg.train.batch_size % dist.world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; it must divide evenly "
@@ -356,6 +357,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         "model": model_label(cfg.model),
         "data": cfg.data.name,
         "seed": cfg.seed,
+        "screening": cfg.train.screening,
         "params": count_params(model),
         "epochs": final.get("epoch", 0),
         "steps": step,

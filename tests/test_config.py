@@ -82,3 +82,21 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose, override, fragmen
 def test_bad_values_fail_validation(compose, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", "\\(").replace("[", "\\[")):
         validate(to_config(compose(*overrides)))
+
+
+def test_screening_shortens_a_recipe_proportionally(compose):
+    from resnet_train.config import screened
+
+    cfg = screened(to_config(compose("experiment=he2015/resnet110", "train.screening=0.25")))
+    assert (cfg.train.iterations, cfg.sched.milestones, cfg.sched.warmup) == (16000, [8000, 12000], 400)
+    wrn = screened(to_config(compose("experiment=wrn/wrn_28_10", "train.screening=0.25")))
+    assert (wrn.train.epochs, wrn.sched.milestones) == (50, [15, 30, 40])
+    full = to_config(compose("experiment=wrn/wrn_28_10"))
+    assert screened(full) is full
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.25"])
+def test_screening_must_be_a_fraction(compose, value):
+    cfg = to_config(compose(f"train.screening={value}"))
+    with pytest.raises(ValueError, match="train.screening is a fraction"):
+        validate(cfg)

@@ -82,3 +82,23 @@ def test_report_rejects_missing_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "absent")])
     assert err.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_screening_runs_stay_apart_from_full_runs(tmp_path):
+    for seed, err in enumerate([10.0, 11.0]):
+        fake_run(tmp_path / "full" / str(seed), "blog/original", "resnet-110", seed, err)
+    for n, (arm, err) in enumerate([("original", 20.0), ("bn_after_add", 25.0)]):
+        fake_run(tmp_path / "screen" / str(n), f"blog/{arm}", "resnet-110", 0, err)
+        summary = tmp_path / "screen" / str(n) / "summary.json"
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "screening": 0.25}))
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "full"), str(tmp_path / "screen"), "--out", str(out), "--copy-to",
+                 str(tmp_path / "results")]) == 0
+    full, screen = out.read_text().split("## Screening runs at 0.25 of each recipe's length")
+    assert "| blog/original | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | +0.00 | +0.00 |" in full
+    assert "blog/bn_after_add | resnet-110 | 0 | not run" in full  # a screening run is no full run
+    assert "| blog/bn_after_add | resnet-110 | 1 | 25.00 ± 0.00 | 3 | +5.00 |" in screen
+    assert "6.97" not in screen and "13.56" not in screen  # never beside the published numbers
+    assert "BN after the addition is at least 3 points worse than the original: agrees (20.00, 25.00)" in screen
+    copied = {p.parent.name for p in (tmp_path / "results").rglob("summary.json")}
+    assert copied == {"seed0", "seed1", "screening0.25_seed0"}

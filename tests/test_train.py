@@ -125,3 +125,10 @@ def test_cuda_graphs_apply_to_one_cuda_process():
     assert not _cuda_graphs(tiny(), cuda, ddp)
     with pytest.raises(ValueError, match="does not work with DDP"):
         _cuda_graphs(tiny(**graphs), cuda, ddp)
+
+
+def test_screening_run_is_the_shortened_recipe(tmp_path):
+    summary = train(tiny(epochs=4, **{"train.screening": 0.5}), tmp_path)
+    assert (summary["epochs"], summary["screening"]) == (2, 0.5)
+    saved = load_checkpoint(tmp_path / "last.pt")["config"]
+    assert saved["train"]["epochs"] == 2 and saved["train"]["screening"] == 0.5
