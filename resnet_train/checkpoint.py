@@ -99,6 +99,5 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state["cuda"] and device is not None and device.type == "cuda":
         # One state since this format; older checkpoints hold one per visible GPU.
-        saved = state["cuda"][0] if len(state["cuda"]) == 1 else state["cuda"][min(device.index or 0,
-                                                                                     len(state["cuda"]) - 1)]
+        saved = state["cuda"][min(device.index or 0, len(state["cuda"]) - 1)]
         torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), device)

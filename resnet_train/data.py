@@ -308,7 +308,7 @@ class Normalization:
         n = len(train.images)
         mean = total / n
         if cfg.normalize == "pixel":
-            std = torch.ones(1, 1, 1, dtype=torch.float64) * 255
+            std = torch.full((1, 1, 1), 255.0, dtype=torch.float64)
         else:  # Torch7's tensor:std(), with N - 1
             count = n * mean.numel()
             std = torch.tensor(((total_sq - float(total.sum()) ** 2 / count) / (count - 1)) ** 0.5).view(1, 1, 1)
@@ -444,14 +444,12 @@ class DeviceBatches:
         for idx in batches:
             end = start + len(idx)
             x = self.images[idx].float()
-            if offsets is None:
-                x = (x - self.mean) / self.std
-            elif self.pad_mode == "black":
+            pad_raw = offsets is not None and self.pad_mode == "black"  # the order of train_transform
+            if pad_raw:
                 x = random_crop_flip(x, self.pad, self.pad_mode, offsets[:, start:end], flips[start:end])
-                x = (x - self.mean) / self.std
-            else:
-                x = random_crop_flip((x - self.mean) / self.std, self.pad, self.pad_mode, offsets[:, start:end],
-                                     flips[start:end])
+            x = (x - self.mean) / self.std
+            if offsets is not None and not pad_raw:
+                x = random_crop_flip(x, self.pad, self.pad_mode, offsets[:, start:end], flips[start:end])
             start = end
             yield x.contiguous(memory_format=self.memory_format), self.labels[idx]
 

@@ -59,9 +59,6 @@ class BottleneckShape:
 
     @staticmethod
     def convs(in_channels: int, width: int, stride: int, stride_on: str = "3x3") -> list[nn.Conv2d]:
-        if stride_on not in BOTTLENECK_STRIDES:
-            raise ValueError(f"unknown bottleneck stride position {stride_on!r}; choose one of "
-                             f"{', '.join(BOTTLENECK_STRIDES)}")
         first, middle = (stride, 1) if stride_on == "1x1" else (1, stride)
         out_channels = width * BottleneckShape.expansion
         return [conv1x1(in_channels, width, first), conv3x3(width, width, middle), conv1x1(width, out_channels)]
@@ -113,12 +110,8 @@ def branch_output_scale(unit: nn.Module) -> nn.Module:
     """The last layer that scales a residual branch's output: its last BN where the branch ends
     in one, else its last conv (as timm's zero_init_last). Zeroing its weight makes the unit
     start as the identity (Goyal et al. 2017) while the layer still gets a gradient. A branch
-    that ends in a ReLU has no such layer: zeroed, it would pass 0 with gradient 0, for ever."""
-    last = unit.branch[-1]
-    if isinstance(last, nn.ReLU):
-        raise ValueError("zero_init_residual cannot zero a branch that ends in a ReLU (unit relu_before_add): "
-                         "it would output 0 and never get a gradient; leave zero_init_residual false")
-    return last
+    that ends in a ReLU (relu_before_add) has none; check_model_args refuses that combination."""
+    return unit.branch[-1]
 
 
 class PostActUnit(nn.Module):
