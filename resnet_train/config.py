@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from .models import BOTTLENECK_STRIDES, FAMILIES, SHORTCUTS, STEMS, UNITS
+from .models import ModelError, ModelSpec
 
 NORMALIZATIONS = ("channel", "pixel", "pixel_global_std")
 SAMPLERS = ("shuffle", "replacement")
@@ -21,22 +21,10 @@ DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "cifar10_
 AUGMENTATIONS = ("cifar", "imagenet", "none")
 PAD_MODES = ("zero", "black", "reflect")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-RESUME_AUTO = "auto"
 
 
-@dataclass
-class ModelConfig:
-    family: str = "resnet"  # resnet | preresnet | wrn
-    depth: int = 20
-    block: str = "basic"  # basic | bottleneck
-    stem: str = "cifar"  # cifar (32 px) | imagenet (224 px)
-    unit: Optional[str] = None  # Identity Mappings Table 2 unit; null: the family's own
-    relu_after_add: Optional[bool] = None  # Torch blog switch; null: the unit's own definition
-    shortcut: str = "A"  # A | B | C (He 2015 Sec. 3.3)
-    widen_factor: int = 1
-    dropout: float = 0.0  # probability, between the convs of each unit
-    zero_init_residual: bool = False
-    bottleneck_stride: str = "3x3"  # 3x3 (torchvision, fb.resnet.torch) | 1x1 (He 2016's code)
+# The model section is the model layer's own spec: its fields, defaults and rules live there.
+ModelConfig = ModelSpec
 
 
 @dataclass
@@ -191,17 +179,11 @@ def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
     if not (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
         _choice("device", cfg.device, DEVICES + ("cuda:N",))
-    m = cfg.model
-    _choice("model.family", m.family, FAMILIES)
-    _choice("model.stem", m.stem, STEMS)
-    _choice("model.block", m.block, ("basic", "bottleneck"))
-    _choice("model.shortcut", m.shortcut, SHORTCUTS)
-    _choice("model.bottleneck_stride", m.bottleneck_stride, BOTTLENECK_STRIDES)
-    if m.unit is not None:
-        _choice("model.unit", m.unit, UNITS)
-    _positive("model.widen_factor", m.widen_factor)
-    if not 0.0 <= m.dropout < 1.0:
-        raise ValueError(f"model.dropout must lie in [0, 1), got {m.dropout}")
+    try:
+        cfg.model.check(cfg.data.num_classes)
+    except ModelError as exc:
+        key = "data." if exc.key == "num_classes" else "model."
+        raise ValueError(exc.describe(key)) from None
     o = cfg.optim
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)

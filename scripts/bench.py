@@ -38,8 +38,8 @@ from resnet_train.config import (  # noqa: E402
 )
 from resnet_train.data import DeviceBatches, EpochSampler, Split, build_datasets  # noqa: E402
 from resnet_train.engine import GraphedTrainStep, TrainStep, train_epoch  # noqa: E402
+from resnet_train.models import build_model  # noqa: E402
 from resnet_train.optim import build_optimizer, lr_at  # noqa: E402
-from resnet_train.train import make_model  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -57,7 +57,7 @@ def sync(device: torch.device) -> None:
 def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size: int, steps: int, warmup: int,
          device: torch.device, compile_mode: str, graphs: bool, profile: Path | None = None) -> float:
     cuda = device.type == "cuda"
-    model = make_model(model_cfg, data_cfg).to(device)
+    model = build_model(model_cfg, data_cfg.num_classes).to(device)
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
@@ -124,7 +124,7 @@ def peer(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
     transform = T.Compose([*aug, T.ToTensor(), T.Normalize(data_cfg.mean, data_cfg.std)])
     loader = DataLoader(PilImages(split, transform), batch_size=batch_size, shuffle=True, num_workers=workers,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0)
-    model = make_model(model_cfg, data_cfg).to(device)
+    model = build_model(model_cfg, data_cfg.num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
     step, images, t0 = 0, 0, None

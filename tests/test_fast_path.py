@@ -10,11 +10,10 @@ from torchvision.transforms import v2
 from resnet_train.config import DataConfig, OptimConfig
 from resnet_train.data import DeviceBatches, EpochSampler, Split, draw_crop_flip, random_crop_flip
 from resnet_train.engine import EpochTotals, GraphedTrainStep, TrainStep
-from resnet_train.models import build_model
 from resnet_train.optim import build_optimizer
 from resnet_train.train import train
 
-from .test_train import tiny
+from .conftest import net
 
 N = 3000
 
@@ -83,7 +82,8 @@ def test_device_batches_follow_the_sampler_order_and_normalise():
     assert torch.cat([y for _, y in rest]).tolist() == sampler.indices().tolist()
 
 
-def test_device_batch_path_trains_and_resumes_exactly(tmp_path):
+@pytest.mark.slow
+def test_device_batch_path_trains_and_resumes_exactly(tiny, tmp_path):
     on_gpu = {"data.on_gpu": True}
     straight = train(tiny(epochs=2, **on_gpu), tmp_path / "a")
     train(tiny(epochs=1, **on_gpu), tmp_path / "b")
@@ -94,7 +94,8 @@ def test_device_batch_path_trains_and_resumes_exactly(tmp_path):
     assert a == b and a[-1]["train_err"] < 95
 
 
-def test_on_gpu_refuses_datasets_read_from_disk(tmp_path):
+@pytest.mark.slow
+def test_on_gpu_refuses_datasets_read_from_disk(tiny, tmp_path):
     cfg = tiny(epochs=1, **{"data.on_gpu": True})
     cfg.data.augment = "imagenet"
     with pytest.raises(ValueError, match="data.on_gpu=true needs an in-memory dataset"):
@@ -104,12 +105,13 @@ def test_on_gpu_refuses_datasets_read_from_disk(tmp_path):
 no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @no_cuda
 @pytest.mark.parametrize("overrides", [{}, {"train.cuda_graphs": True}, {"train.compile": "reduce-overhead"},
                                        {"data.on_gpu": False, "train.amp": False, "train.channels_last": False}],
                          ids=["defaults", "graphs", "compile", "plain"])
-def test_each_cuda_path_trains_and_resumes(tmp_path, overrides):
+def test_each_cuda_path_trains_and_resumes(tiny, tmp_path, overrides):
     out = train(tiny(epochs=2, device="cuda", **overrides), tmp_path / "a")
     assert out["final_test_err"] < 95
     train(tiny(epochs=1, device="cuda", **overrides), tmp_path / "b")
@@ -117,6 +119,7 @@ def test_each_cuda_path_trains_and_resumes(tmp_path, overrides):
     assert resumed["epochs"] == 2 and resumed["final_test_err"] < 95
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @no_cuda
 def test_graphed_step_computes_the_eager_step(monkeypatch):
@@ -131,7 +134,7 @@ def test_graphed_step_computes_the_eager_step(monkeypatch):
     results = []
     for step_class in (TrainStep, GraphedTrainStep):
         torch.manual_seed(1)
-        model = build_model(family="resnet", depth=8, num_classes=10).to(device)
+        model = net(family="resnet", depth=8, num_classes=10).to(device)
         step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=False)
         model.train()
         step_fn.sums.reset(EpochTotals(), 0)
@@ -146,6 +149,7 @@ def test_graphed_step_computes_the_eager_step(monkeypatch):
     assert torch.allclose(eager, graphed, atol=1e-5), (eager - graphed).abs().max()
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @no_cuda
 @pytest.mark.parametrize("step_class", [TrainStep, GraphedTrainStep], ids=["eager", "graphed"])
@@ -156,7 +160,7 @@ def test_no_host_sync_inside_the_step_loop(step_class):
     split = Split(torch.randint(0, 256, (640, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (640,)))
     sampler = EpochSampler(640, seed=0, global_batch=64)
     batches = iter(DeviceBatches(split, DataConfig(), 64, device, sampler=sampler))
-    model = build_model(family="resnet", depth=8, num_classes=10).to(device, memory_format=torch.channels_last)
+    model = net(family="resnet", depth=8, num_classes=10).to(device, memory_format=torch.channels_last)
     step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=True)
     model.train()
     step_fn.sums.reset(EpochTotals(), 0)
@@ -173,6 +177,7 @@ def test_no_host_sync_inside_the_step_loop(step_class):
     assert step_fn.sums.iteration.item() == 10
 
 
+@pytest.mark.slow
 def test_bench_script_runs_tiny_on_cpu(tmp_path):
     import subprocess
     import sys

@@ -9,10 +9,9 @@ from omegaconf import OmegaConf
 
 from resnet_train.config import OptimConfig, SchedConfig
 from resnet_train.engine import TrainStep, train_epoch
-from resnet_train.models import build_model
 from resnet_train.optim import build_optimizer, drops_at, lr_at
 
-from .conftest import CONF
+from .conftest import CONF, net
 
 CIFAR_TRAIN = 50_000
 
@@ -138,7 +137,7 @@ def test_reset_state_clears_momentum_exactly_at_each_drop():
     sched = SchedConfig(milestones=[2, 3], reset_state=True)
     assert [k for k in range(40) if drops_at(k, sched=sched, steps_per_epoch=10)] == [20, 30]
     torch.manual_seed(0)
-    model = build_model(depth=8)
+    model = net(depth=8)
     optimizer = build_optimizer(model, OptimConfig(nesterov=True))
     step_fn = TrainStep(model, optimizer, device=torch.device("cpu"), amp=False)
     batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(3)]

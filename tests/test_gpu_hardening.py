@@ -14,10 +14,10 @@ from resnet_train import checkpoint as ckpt_io
 from resnet_train import engine
 from resnet_train.config import DataConfig, OptimConfig, validate
 from resnet_train.data import DeviceBatches, EpochSampler, Split
-from resnet_train.distributed import SyncBatchNorm2d, combine_moments
-from resnet_train.models import build_model
+from resnet_train.distributed import SyncBatchNorm2d, combine_moments, resolve_device
 from resnet_train.optim import build_optimizer
-from resnet_train.train import resolve_device
+
+from .conftest import net
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_graph_capture_is_thread_local(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
     monkeypatch.setattr(torch.cuda, "graph", fake_graph)
-    model = build_model(depth=8)
+    model = net(depth=8)
     step = engine.GraphedTrainStep(model, build_optimizer(model, OptimConfig()), device=torch.device("cpu"),
                                    amp=False, warmup=0)
     step.sums.reset(engine.EpochTotals(), 0)
@@ -144,7 +144,7 @@ def test_device_batches_keep_one_memory_format(channels_last):
 def test_progress_text_is_built_only_when_shown(monkeypatch):
     built = []
     monkeypatch.setattr(engine.tqdm, "set_postfix", lambda self, **kw: built.append(kw))
-    model = build_model(depth=8)
+    model = net(depth=8)
     step = engine.TrainStep(model, build_optimizer(model, OptimConfig()), device=torch.device("cpu"), amp=False)
     batches = [(torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))) for _ in range(3)]
     engine.train_epoch(step, batches, lr_fn=lambda k: 0.1, step=0, max_steps=10, progress=False)
@@ -153,12 +153,11 @@ def test_progress_text_is_built_only_when_shown(monkeypatch):
     assert len(built) == 3
 
 
-def test_compile_specialises_shapes(monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_compile_specialises_shapes(tiny, monkeypatch, tmp_path):
     """dynamic=False: the short last batch and evaluation get graphs of their own instead of one
     dynamic-shape graph for every batch (README, Speed)."""
     from resnet_train import train as train_module
-
-    from .test_train import tiny
 
     seen = []
     monkeypatch.setattr(train_module.torch, "compile", lambda m, **kw: seen.append(kw) or m)

@@ -1,58 +1,48 @@
 import operator
+import re
 
 import pytest
 import torch
 import torchvision
+from omegaconf import OmegaConf
 from torch import fx, nn
 
-from resnet_train.models import PostActUnit, PreActUnit, build_model
+from resnet_train import published
+from resnet_train.models import UNIT_LAYOUTS, ModelError, ModelSpec, ResidualUnit, build_model
 from resnet_train.models.blocks import BasicShape, BottleneckShape, PadShortcut, make_shortcut
 from resnet_train.models.summary import count_params, model_summary
 
-CIFAR_PARAMS = [  # published counts, CIFAR-10 (He 2015 Table 6, He 2016 Table 3, WRN Table 4)
-    ("resnet20", dict(depth=20), 0.27e6),
-    ("resnet32", dict(depth=32), 0.46e6),
-    ("resnet44", dict(depth=44), 0.66e6),
-    ("resnet56", dict(depth=56), 0.85e6),
-    ("resnet110", dict(depth=110), 1.7e6),
-    ("resnet1202", dict(depth=1202), 19.4e6),
-    ("preresnet164", dict(family="preresnet", depth=164, block="bottleneck", shortcut="B"), 1.7e6),
-    ("preresnet1001", dict(family="preresnet", depth=1001, block="bottleneck", shortcut="B"), 10.2e6),
-    ("wrn_16_4", dict(family="wrn", depth=16, widen_factor=4, shortcut="B"), 2.7e6),
-    ("wrn_16_8", dict(family="wrn", depth=16, widen_factor=8, shortcut="B"), 11.0e6),
-    ("wrn_28_10", dict(family="wrn", depth=28, widen_factor=10, shortcut="B"), 36.5e6),
-    ("wrn_40_4", dict(family="wrn", depth=40, widen_factor=4, shortcut="B"), 8.9e6),
-]
+from .conftest import net, our_line
 
 
-@pytest.mark.parametrize("name,kwargs,published", CIFAR_PARAMS, ids=[c[0] for c in CIFAR_PARAMS])
-def test_cifar_param_counts_match_papers(name, kwargs, published):
-    params = count_params(build_model(**kwargs))
-    assert abs(params - published) / published < 0.02, f"{name}: {params} vs {published}"
+def preset(compose, name: str) -> ModelSpec:
+    return OmegaConf.to_object(compose(f"model={name}")).model
+
+
+@pytest.mark.parametrize("name", sorted(published.PARAMS))
+def test_cifar_param_counts_match_papers(compose, name):
+    params, paper = count_params(build_model(preset(compose, name))), published.PARAMS[name]
+    assert abs(params - paper) / paper < 0.02, f"{name}: {params} vs {paper}"
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_imagenet_param_counts_equal_torchvision(depth):
     block = "basic" if depth < 50 else "bottleneck"
-    ours = build_model(depth=depth, stem="imagenet", block=block, shortcut="B", num_classes=1000)
+    ours = net(depth=depth, stem="imagenet", block=block, shortcut="B", num_classes=1000)
     theirs = getattr(torchvision.models, f"resnet{depth}")()
     assert count_params(ours) == count_params(theirs)
 
 
-@pytest.mark.parametrize("kwargs,image_size,published", [
-    (dict(depth=20), 32, 41e6),
-    (dict(depth=110), 32, 253e6),
-    (dict(family="wrn", depth=28, widen_factor=10, shortcut="B"), 32, 5.25e9),
-    (dict(depth=50, stem="imagenet", block="bottleneck", shortcut="B", num_classes=1000), 224, 4.1e9),
-])
-def test_macs_match_papers(kwargs, image_size, published):
-    info = model_summary(build_model(**kwargs), image_size)
-    assert abs(info["macs"] - published) / published < 0.03
+@pytest.mark.parametrize("name,image_size", sorted(published.MACS))
+def test_macs_match_papers(compose, name, image_size):
+    info = model_summary(build_model(preset(compose, name), 1000 if image_size == 224 else 10), image_size)
+    paper = published.MACS[name, image_size]
+    assert abs(info["macs"] - paper) / paper < 0.03
 
 
 def test_summary_stage_shapes_cifar_and_imagenet():
-    assert model_summary(build_model(depth=20), 32)["stage_shapes"] == [[16, 32, 32], [32, 16, 16], [64, 8, 8]]
-    shapes = model_summary(build_model(depth=50, stem="imagenet", block="bottleneck", shortcut="B"), 224)
+    assert model_summary(net(depth=20), 32)["stage_shapes"] == [[16, 32, 32], [32, 16, 16], [64, 8, 8]]
+    shapes = model_summary(net(depth=50, stem="imagenet", block="bottleneck", shortcut="B"), 224)
     assert shapes["stage_shapes"] == [[256, 56, 56], [512, 28, 28], [1024, 14, 14], [2048, 7, 7]]
 
 
@@ -70,25 +60,25 @@ def op_sequence(module: nn.Module) -> list[str]:
 
 
 UNIT_ORDERS = [  # Identity Mappings Fig. 4 (a)-(e) and the Torch blog's ReLU switch
-    (PostActUnit, dict(unit="original"), "conv bn relu conv bn add relu"),
-    (PostActUnit, dict(unit="original", relu_after_add=False), "conv bn relu conv bn add"),
-    (PostActUnit, dict(unit="bn_after_add"), "conv bn relu conv add bn relu"),
-    (PostActUnit, dict(unit="bn_after_add", relu_after_add=False), "conv bn relu conv add bn"),
-    (PostActUnit, dict(unit="relu_before_add", relu_after_add=False), "conv bn relu conv bn relu add"),
-    (PreActUnit, dict(unit="relu_only_preact"), "relu conv bn relu conv bn add"),
-    (PreActUnit, dict(unit="full_preact"), "bn relu conv bn relu conv add"),
-    (PreActUnit, dict(unit="full_preact", dropout=0.3), "bn relu conv bn relu dropout conv add"),
+    (dict(unit="original"), "conv bn relu conv bn add relu"),
+    (dict(unit="original", relu_after_add=False), "conv bn relu conv bn add"),
+    (dict(unit="bn_after_add"), "conv bn relu conv add bn relu"),
+    (dict(unit="bn_after_add", relu_after_add=False), "conv bn relu conv add bn"),
+    (dict(unit="relu_before_add", relu_after_add=False), "conv bn relu conv bn relu add"),
+    (dict(unit="relu_only_preact"), "relu conv bn relu conv bn add"),
+    (dict(unit="full_preact"), "bn relu conv bn relu conv add"),
+    (dict(unit="full_preact", dropout=0.3), "bn relu conv bn relu dropout conv add"),
 ]
 
 
-@pytest.mark.parametrize("cls,kwargs,order", UNIT_ORDERS, ids=[o for _, _, o in UNIT_ORDERS])
-def test_unit_structure_follows_the_paper(cls, kwargs, order):
-    unit = cls(BasicShape, 16, 16, 1, shortcut="A", **kwargs)
+@pytest.mark.parametrize("kwargs,order", UNIT_ORDERS, ids=[o for _, o in UNIT_ORDERS])
+def test_unit_structure_follows_the_paper(kwargs, order):
+    unit = ResidualUnit(BasicShape, 16, 16, 1, shortcut="A", **kwargs)
     assert " ".join(op_sequence(unit)) == order
 
 
 def test_bottleneck_unit_structure():
-    unit = PostActUnit(BottleneckShape, 64, 16, 1, shortcut="B")
+    unit = ResidualUnit(BottleneckShape, 64, 16, 1, shortcut="B")
     assert " ".join(op_sequence(unit)) == "conv bn relu conv bn relu conv bn add relu"
     kernels = [m.kernel_size for m in unit.branch if isinstance(m, nn.Conv2d)]
     assert kernels == [(1, 1), (3, 3), (1, 1)]
@@ -101,7 +91,7 @@ VARIANTS += [dict(unit="original", relu_after_add=False), dict(unit="bn_after_ad
 @pytest.mark.parametrize("shortcut", ["A", "B", "C"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_every_variant_and_shortcut_trains(variant, shortcut):
-    model = build_model(depth=8, shortcut=shortcut, num_classes=7, **variant)
+    model = net(depth=8, shortcut=shortcut, num_classes=7, **variant)
     out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 7)
     out.logsumexp(1).sum().backward()
@@ -110,8 +100,8 @@ def test_every_variant_and_shortcut_trains(variant, shortcut):
 
 
 def test_bottleneck_and_wide_forward_shapes():
-    assert build_model(depth=11, block="bottleneck", shortcut="B")(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    wrn = build_model(family="wrn", depth=10, widen_factor=2, dropout=0.3, shortcut="B")
+    assert net(depth=11, block="bottleneck", shortcut="B")(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    wrn = net(family="wrn", depth=10, widen_factor=2, dropout=0.3, shortcut="B")
     assert wrn(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert any(isinstance(m, nn.Dropout) and m.p == 0.3 for m in wrn.modules())
 
@@ -135,56 +125,91 @@ def test_shortcut_b_projects_only_on_shape_change_and_c_everywhere():
 
 
 def test_shortcut_a_has_fewer_params_than_b_than_c():
-    a, b, c = (count_params(build_model(depth=20, shortcut=s)) for s in "ABC")
+    a, b, c = (count_params(net(depth=20, shortcut=s)) for s in "ABC")
     assert a < b < c
 
 
 def test_init_he_normal_and_bn_and_zero_init_residual():
-    model = build_model(depth=20)
+    model = net(depth=20)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bns)
     conv = model.stages[2][0].branch[0]
     fan_out = conv.out_channels * 9
     assert abs(conv.weight.std().item() - (2 / fan_out) ** 0.5) < 0.15 * (2 / fan_out) ** 0.5
-    zero = build_model(depth=20, zero_init_residual=True).eval()
+    zero = net(depth=20, zero_init_residual=True).eval()
     unit = zero.stages[1][1]
     x = torch.randn(2, 32, 16, 16).relu()
     assert torch.allclose(unit(x), x)  # each unit starts as the identity
 
 
 def test_preact_network_has_final_bn_relu_and_cifar_stem_without_bn():
-    model = build_model(family="preresnet", depth=20)
+    model = net(family="preresnet", depth=20)
     assert [type(m) for m in model.final_act] == [nn.BatchNorm2d, nn.ReLU]
     assert [type(m) for m in model.stem] == [nn.Conv2d]
-    assert len(build_model(depth=20).final_act) == 0
+    assert len(net(depth=20).final_act) == 0
 
 
 def test_unit_defaults_follow_family():
-    assert isinstance(build_model(family="preresnet", depth=8).stages[0][0], PreActUnit)
-    assert isinstance(build_model(family="resnet", depth=8).stages[0][0], PostActUnit)
-    assert isinstance(build_model(family="resnet", depth=8, unit="full_preact").stages[0][0], PreActUnit)
+    assert net(family="preresnet", depth=8).stages[0][0].layout == UNIT_LAYOUTS["full_preact"]
+    assert net(family="resnet", depth=8).stages[0][0].layout == UNIT_LAYOUTS["original"]
+    assert net(family="resnet", depth=8, unit="full_preact").stages[0][0].layout == UNIT_LAYOUTS["full_preact"]
 
 
-BAD = [
-    (dict(depth=21), "6n\\+2.*nearest valid: 20 or 26"),
-    (dict(depth=21, block="bottleneck"), "9n\\+2.*nearest valid: 20 or 29"),
-    (dict(family="wrn", depth=28 - 2, widen_factor=10), "6n\\+4.*nearest valid: 22 or 28"),
-    (dict(depth=51, stem="imagenet", block="bottleneck"), "one of \\[18, 34, 50, 101, 152, 200\\].*50 or 101"),
-    (dict(depth=50, stem="imagenet", block="basic"), "uses bottleneck blocks"),
-    (dict(depth=20, unit="sideways"), "unknown unit 'sideways'"),
-    (dict(depth=20, shortcut="D"), "unknown shortcut 'D'"),
-    (dict(depth=20, widen_factor=0), "widen_factor must be a positive integer"),
-    (dict(depth=20, widen_factor=-2), "widen_factor must be a positive integer"),
-    (dict(depth=20, dropout=1.0), "dropout must lie in \\[0, 1\\)"),
-    (dict(depth=20, dropout=-0.1), "dropout must lie in \\[0, 1\\)"),
-    (dict(family="dense", depth=20), "unknown model family"),
-    (dict(depth=20, block="triple"), "unknown block"),
-    (dict(depth=20, unit="full_preact", relu_after_add=True), "no ReLU after the addition"),
-    (dict(depth=20, unit="relu_before_add", relu_after_add=True), "no ReLU after the addition"),
+# One table of bad model settings, checked where a library user meets them (build_model) and
+# where a command-line user does (the config's validate, which names the config key).
+BAD_MODELS = [
+    (dict(depth=21), "depth=21 does not fit resnet with basic blocks on CIFAR, whose depth is 6n\\+2 "
+                     "\\(n >= 1\\); nearest valid: 20 or 26"),
+    (dict(depth=-2), "depth=-2 .* nearest valid: 8$"),
+    (dict(depth=21, block="bottleneck"), "depth=21 .* 9n\\+2.*nearest valid: 20 or 29"),
+    (dict(family="wrn", depth=26, widen_factor=10), "depth=26 .*6n\\+4.*nearest valid: 22 or 28"),
+    (dict(depth=51, stem="imagenet", block="bottleneck"), "depth=51 .*\\[18, 34, 50, 101, 152, 200\\].*50 or 101"),
+    (dict(depth=50, stem="imagenet", block="basic"), "block='basic' .*uses bottleneck blocks"),
+    (dict(family="wrn", stem="imagenet", depth=18), "family='wrn' is a CIFAR family"),
+    (dict(family="wrn", depth=13, block="bottleneck"), "block='bottleneck' does not fit wrn"),
+    (dict(depth=20, unit="sideways"), "unit='sideways' is not valid; choose one of original, "),
+    (dict(depth=20, shortcut="D"), "shortcut='D' is not valid"),
+    (dict(depth=20, bottleneck_stride="2x2"), "bottleneck_stride='2x2' is not valid"),
+    (dict(depth=20, widen_factor=0), "widen_factor=0 must be a positive integer"),
+    (dict(depth=20, widen_factor=-2), "widen_factor=-2 must be a positive integer"),
+    (dict(depth=20, dropout=1.0), "dropout=1.0 must lie in \\[0, 1\\)"),
+    (dict(depth=20, dropout=-0.1), "dropout=-0.1 must lie in \\[0, 1\\)"),
+    (dict(family="dense", depth=20), "family='dense' is not valid"),
+    (dict(depth=20, block="triple"), "block='triple' is not valid"),
+    (dict(depth=20, unit="full_preact", relu_after_add=True), "relu_after_add=True but unit full_preact has no ReLU"),
+    (dict(depth=20, unit="relu_before_add", relu_after_add=True), "relu_after_add=True .*no ReLU after the addition"),
+    (dict(depth=8, unit="relu_before_add", zero_init_residual=True), "zero_init_residual=True cannot zero a branch"),
 ]
+BAD_IDS = [m.split(" ")[0] + "-" + "-".join(map(str, kw.values())) for kw, m in BAD_MODELS]
 
 
-@pytest.mark.parametrize("kwargs,message", BAD, ids=[m.split(".")[0][:30] for _, m in BAD])
-def test_invalid_models_fail_at_construction(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        build_model(**kwargs)
+@pytest.mark.parametrize("spec,message", BAD_MODELS, ids=BAD_IDS)
+def test_invalid_models_fail_at_construction(spec, message):
+    with pytest.raises(ModelError, match="^" + message):
+        net(**spec)
+
+
+@pytest.mark.parametrize("spec,message", BAD_MODELS, ids=BAD_IDS)
+def test_invalid_models_fail_validation_naming_the_config_key(compose, spec, message):
+    from omegaconf import OmegaConf
+
+    from resnet_train.config import validate
+
+    cfg = OmegaConf.to_object(compose(*(f"model.{k}={'null' if v is None else v}" for k, v in spec.items())))
+    with pytest.raises(ValueError, match="^model." + message):
+        validate(cfg)
+
+
+def test_num_classes_is_checked_as_a_data_key(compose):
+    from omegaconf import OmegaConf
+
+    from resnet_train.config import validate
+
+    with pytest.raises(ValueError, match="^data.num_classes=0 must be a positive integer"):
+        validate(OmegaConf.to_object(compose("data.num_classes=0")))
+
+
+@pytest.mark.parametrize("spec,message", BAD_MODELS, ids=BAD_IDS)
+def test_invalid_models_end_the_command_with_one_line(cli, spec, message):
+    code, err = cli(*(f"model.{k}={v}" for k, v in spec.items()), "hydra.run.dir=run")
+    assert code == 1 and re.match("resnet-train: error: model." + message, our_line(err))

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from resnet_train.config import OptimConfig, SchedConfig
-from resnet_train.models import build_model
 from resnet_train.optim import build_optimizer, lr_at, param_groups
+
+from .conftest import net
 
 
 def lr(step, sched, base=0.1, spe=100, total=1000):
@@ -39,7 +40,7 @@ def test_cosine():
 
 
 def test_weight_decay_groups():
-    model = build_model(depth=8)
+    model = net(depth=8)
     everything = param_groups(model, 1e-4, decay_bn_and_bias=True)
     assert len(everything) == 1 and len(everything[0]["params"]) == len(list(model.parameters()))
     split = param_groups(model, 1e-4, decay_bn_and_bias=False)
@@ -49,7 +50,7 @@ def test_weight_decay_groups():
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad", "adadelta"])
 def test_every_optimizer_builds_and_steps(name):
-    model = build_model(depth=8)
+    model = net(depth=8)
     opt = build_optimizer(model, OptimConfig(name=name, lr=0.01, nesterov=name == "sgd"))
     before = model.fc.weight.detach().clone()
     model(torch.randn(4, 3, 32, 32)).sum().backward()

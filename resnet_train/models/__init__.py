@@ -1,24 +1,6 @@
-from .blocks import (
-    BOTTLENECK_STRIDES,
-    POST_ACTIVATION_UNITS,
-    PRE_ACTIVATION_UNITS,
-    SHORTCUTS,
-    UNITS,
-    PostActUnit,
-    PreActUnit,
-)
-from .resnet import (
-    FAMILIES,
-    IMAGENET_DEPTHS,
-    STEMS,
-    ResNet,
-    Stage,
-    build_model,
-    check_model_args,
-    default_unit,
-    init_weights,
-)
+from .blocks import BOTTLENECK_STRIDES, SHORTCUTS, UNIT_LAYOUTS, UNITS, ResidualUnit, UnitLayout
+from .resnet import ResNet, Stage, build_model, init_weights
+from .spec import FAMILIES, IMAGENET_DEPTHS, STEMS, ModelError, ModelSpec
 
-__all__ = ["BOTTLENECK_STRIDES", "FAMILIES", "IMAGENET_DEPTHS", "POST_ACTIVATION_UNITS", "PRE_ACTIVATION_UNITS",
-           "SHORTCUTS", "STEMS", "UNITS", "PostActUnit", "PreActUnit", "ResNet", "Stage", "build_model",
-           "check_model_args", "default_unit", "init_weights"]
+__all__ = ["BOTTLENECK_STRIDES", "FAMILIES", "IMAGENET_DEPTHS", "SHORTCUTS", "STEMS", "UNITS", "UNIT_LAYOUTS",
+           "ModelError", "ModelSpec", "ResNet", "ResidualUnit", "Stage", "UnitLayout", "build_model", "init_weights"]

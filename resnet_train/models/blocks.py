@@ -1,33 +1,61 @@
-"""Residual units: the branch shapes (basic, bottleneck), shortcuts, and the post- and
-pre-activation units that combine them.
+"""Residual units: the branch shapes (basic, bottleneck), the shortcuts, and the one unit class
+whose layer order comes from a table of "Identity Mappings in Deep Residual Networks" (He et al.
+2016, arXiv 1603.05027) Fig. 4.
 
-Unit variants follow "Identity Mappings in Deep Residual Networks" (He et al. 2016,
-arXiv 1603.05027), Fig. 4 and Table 2:
-  (a) original          x -> conv-BN-ReLU-conv-BN -> add -> ReLU
-  (b) bn_after_add      x -> conv-BN-ReLU-conv    -> add -> BN -> ReLU
-  (c) relu_before_add   x -> conv-BN-ReLU-conv-BN-ReLU -> add
-  (d) relu_only_preact  x -> ReLU-conv-BN-ReLU-conv-BN -> add
-  (e) full_preact       x -> BN-ReLU-conv-BN-ReLU-conv -> add
-The Torch blog ("Training and investigating Residual Nets", 2016) adds one switch on top of
-(a) and (b): the ReLU after the addition on or off.
+Models are built from a checked `ModelSpec` (spec.py); the classes here do not re-check it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-POST_ACTIVATION_UNITS = ("original", "bn_after_add", "relu_before_add")
-PRE_ACTIVATION_UNITS = ("relu_only_preact", "full_preact")
-UNITS = POST_ACTIVATION_UNITS + PRE_ACTIVATION_UNITS
+
+@dataclass(frozen=True)
+class UnitLayout:
+    """One unit of Fig. 4. All five put BN-ReLU between two convs (and WRN's dropout before the
+    last conv); they differ only in what comes before the first conv, after the last, and after
+    the addition."""
+
+    before: tuple[str, ...]  # on the input, before the first conv
+    after_last: tuple[str, ...]  # after the last conv, inside the branch
+    after_add: tuple[str, ...]  # after the addition
+
+    @property
+    def preact(self) -> bool:
+        """A pre-activation unit: its projection shortcut has no BN of its own, and the network
+        ends in BN-ReLU before pooling (He 2016 Sec. 4; fb.resnet.torch preresnet.lua)."""
+        return bool(self.before)
+
+
+# Fig. 4:            before            after the last conv   after the addition
+UNIT_LAYOUTS = {
+    "original": UnitLayout((), ("bn",), ("relu",)),  # (a)
+    "bn_after_add": UnitLayout((), (), ("bn", "relu")),  # (b)
+    "relu_before_add": UnitLayout((), ("bn", "relu"), ()),  # (c)
+    "relu_only_preact": UnitLayout(("relu",), ("bn",), ()),  # (d)
+    "full_preact": UnitLayout(("bn", "relu"), (), ()),  # (e)
+}
+UNITS = tuple(UNIT_LAYOUTS)
 SHORTCUTS = ("A", "B", "C")
 BOTTLENECK_STRIDES = ("3x3", "1x1")
-# How a pre-activation unit activates its input (fb.resnet.torch models/preresnet.lua@985e569:59-71):
+# Where a pre-activation unit applies its `before` layers (fb.resnet.torch models/preresnet.lua@985e569:59-71):
 # "branch" inside the residual branch, so the shortcut sees the raw input (every unit but a stage's
-# first); "both" once before the split, so branch and shortcut see BN-ReLU(x) (a stage's first unit,
-# 'both_preact'); "none" where the stem has just applied BN-ReLU (ImageNet stage 1, 'no_preact').
+# first); "both" once before the split, so branch and shortcut see the activated input (a stage's
+# first unit, 'both_preact'); "none" where the stem has just applied BN-ReLU (ImageNet stage 1, 'no_preact').
 PREACT_ENTRIES = ("branch", "both", "none")
+
+
+def layout_for(unit: str, relu_after_add: bool | None = None) -> UnitLayout:
+    """The unit's row, with the Torch blog's switch applied: relu_after_add=False drops the ReLU
+    after the addition of (a) and (b); None keeps the unit's own definition."""
+    layout = UNIT_LAYOUTS[unit]
+    if relu_after_add is False:
+        layout = replace(layout, after_add=tuple(x for x in layout.after_add if x != "relu"))
+    return layout
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -65,6 +93,7 @@ class BottleneckShape:
 
 
 BLOCK_SHAPES = {"basic": BasicShape, "bottleneck": BottleneckShape}
+BlockShape = type[BasicShape] | type[BottleneckShape]
 
 
 class PadShortcut(nn.Module):
@@ -86,8 +115,6 @@ class PadShortcut(nn.Module):
 def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, with_bn: bool) -> nn.Module:
     """Shortcut types of He 2015, Sec. 3.3 and Table 3: A pads, B projects only where the shape
     changes, C projects everywhere."""
-    if kind not in SHORTCUTS:
-        raise ValueError(f"unknown shortcut {kind!r}; choose one of {', '.join(SHORTCUTS)}")
     reshapes = stride != 1 or in_channels != out_channels
     if kind == "A":
         if in_channels > out_channels:
@@ -99,102 +126,51 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, w
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if with_bn else conv
 
 
-def _branch_convs(shape, in_channels: int, width: int, stride: int, dropout: float,
-                  stride_on: str) -> list[nn.Conv2d]:
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    return shape.convs(in_channels, width, stride, stride_on)
 
 
-def branch_output_scale(unit: nn.Module) -> nn.Module:
+def _layers(names: tuple[str, ...], channels: int, inplace: bool = True) -> list[nn.Module]:
+    make = {"bn": lambda: nn.BatchNorm2d(channels), "relu": lambda: nn.ReLU(inplace=inplace)}
+    return [make[name]() for name in names]
+
+
+def branch_output_scale(unit: ResidualUnit) -> nn.Module:
     """The last layer that scales a residual branch's output: its last BN where the branch ends
     in one, else its last conv (as timm's zero_init_last). Zeroing its weight makes the unit
     start as the identity (Goyal et al. 2017) while the layer still gets a gradient. A branch
-    that ends in a ReLU (relu_before_add) has none; check_model_args refuses that combination."""
+    that ends in a ReLU (relu_before_add) has none; ModelSpec.check refuses that combination."""
     return unit.branch[-1]
 
 
-class PostActUnit(nn.Module):
-    """Post-activation unit of He 2015: convs with BN and ReLU after each, then the addition.
+class ResidualUnit(nn.Module):
+    """branch(x) + shortcut(x), laid out by the unit's row of UNIT_LAYOUTS.
 
-    `unit` picks (a) original, (b) bn_after_add or (c) relu_before_add of Identity Mappings
-    Table 2; `relu_after_add=False` removes the ReLU after the addition (Torch blog)."""
+    `entry` (PREACT_ENTRIES) says where a pre-activation unit applies its `before` layers: a
+    stage's first unit applies them before the split, so its shortcut, whatever its kind, takes
+    the activated input (fb.resnet.torch preresnet.lua 'both_preact'; He's resnet-pre-act.lua:62-66);
+    the other units apply them inside the branch and add the raw input."""
 
-    def __init__(self, shape, in_channels: int, width: int, stride: int = 1, *, shortcut: str = "B",
-                 unit: str = "original", relu_after_add: bool = True, dropout: float = 0.0,
-                 stride_on: str = "3x3"):
+    def __init__(self, shape: BlockShape, in_channels: int, width: int, stride: int = 1, *, unit: str = "original",
+                 relu_after_add: bool | None = None, shortcut: str = "B", dropout: float = 0.0,
+                 entry: str = "branch", stride_on: str = "3x3"):
         super().__init__()
-        if unit not in POST_ACTIVATION_UNITS:
-            raise ValueError(f"{unit!r} is not a post-activation unit; "
-                             f"choose one of {', '.join(POST_ACTIVATION_UNITS)}")
-        if unit == "relu_before_add" and relu_after_add:
-            raise ValueError("unit relu_before_add has no ReLU after the addition; set relu_after_add=false")
-        convs = _branch_convs(shape, in_channels, width, stride, dropout, stride_on)
+        self.layout = layout = layout_for(unit, relu_after_add)
+        convs = shape.convs(in_channels, width, stride, stride_on)
         out_channels = convs[-1].out_channels
-        layers: list[nn.Module] = []
-        for i, conv in enumerate(convs):
-            last = i == len(convs) - 1
-            if last and dropout > 0:
+        # Not in place when the shortcut still needs the input (relu_only_preact's bare ReLU).
+        before = layout.before if entry != "none" else ()
+        self.preact = nn.Sequential(*_layers(before, in_channels, inplace=before[:1] != ("relu",)))
+        self.shortcut_sees_preact = entry == "both"
+        layers: list[nn.Module] = [convs[0]]
+        for i, conv in enumerate(convs[1:], 1):
+            layers += _layers(("bn", "relu"), convs[i - 1].out_channels)
+            if i == len(convs) - 1 and dropout > 0:
                 layers.append(nn.Dropout(dropout))
             layers.append(conv)
-            if not (last and unit == "bn_after_add"):
-                layers.append(nn.BatchNorm2d(conv.out_channels))
-            if not last or unit == "relu_before_add":
-                layers.append(nn.ReLU(inplace=True))
-        self.branch = nn.Sequential(*layers)
-        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=True)
-        after: list[nn.Module] = []
-        if unit == "bn_after_add":
-            after.append(nn.BatchNorm2d(out_channels))
-        if relu_after_add:
-            after.append(nn.ReLU(inplace=True))
-        self.after_add = nn.Sequential(*after)
-        self.out_channels = out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after_add(self.branch(x) + self.shortcut(x))
-
-
-class PreActUnit(nn.Module):
-    """Pre-activation unit of He 2016: BN and ReLU before each conv, nothing after the addition.
-
-    `unit` picks (e) full_preact or (d) relu_only_preact of Identity Mappings Table 2. `entry`
-    (see PREACT_ENTRIES) says where the first activation sits: a stage's first unit applies it
-    before the split, so its shortcut, whatever its kind, takes the activated input (fb.resnet.torch
-    preresnet.lua 'both_preact'; He's resnet-pre-act.lua:62-66); the other units apply it inside
-    the branch and add the raw input. A projection has no BN of its own."""
-
-    def __init__(self, shape, in_channels: int, width: int, stride: int = 1, *, shortcut: str = "B",
-                 unit: str = "full_preact", dropout: float = 0.0, entry: str = "branch", stride_on: str = "3x3"):
-        super().__init__()
-        if unit not in PRE_ACTIVATION_UNITS:
-            raise ValueError(f"{unit!r} is not a pre-activation unit; "
-                             f"choose one of {', '.join(PRE_ACTIVATION_UNITS)}")
-        if entry not in PREACT_ENTRIES:
-            raise ValueError(f"unknown pre-activation entry {entry!r}; choose one of {', '.join(PREACT_ENTRIES)}")
-        convs = _branch_convs(shape, in_channels, width, stride, dropout, stride_on)
-        out_channels = convs[-1].out_channels
-        full = unit == "full_preact"
-        pre: list[nn.Module] = []
-        if entry != "none":
-            pre = [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)] if full else [nn.ReLU()]
-        self.preact = nn.Sequential(*pre)
-        self.shortcut_sees_preact = entry == "both"
-        layers: list[nn.Module] = []
-        for i, conv in enumerate(convs):
-            if i > 0:
-                if full:
-                    layers.append(nn.BatchNorm2d(convs[i - 1].out_channels))
-                layers.append(nn.ReLU(inplace=True))
-                if i == len(convs) - 1 and dropout > 0:
-                    layers.append(nn.Dropout(dropout))
-            layers.append(conv)
-            if not full:
-                layers.append(nn.BatchNorm2d(conv.out_channels))
-        self.branch = nn.Sequential(*layers)
-        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=False)
+        self.branch = nn.Sequential(*layers, *_layers(layout.after_last, out_channels))
+        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=not layout.preact)
+        self.after_add = nn.Sequential(*_layers(layout.after_add, out_channels))
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.preact(x)
-        return self.branch(y) + self.shortcut(y if self.shortcut_sees_preact else x)
+        return self.after_add(self.branch(y) + self.shortcut(y if self.shortcut_sees_preact else x))
