@@ -14,16 +14,17 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CAVEAT = ("Data caveat: the CIFAR-10 on these machines is the official split re-encoded as JPEG (quality 75). "
-          "On it, errors sit about 3.7 points above the papers' (ResNet-20: about 12.5% against 8.75%), so compare "
-          "orderings and deltas between arms, not absolute levels.")
+from . import published
 
 
 @dataclass(frozen=True)
 class Arm:
     experiment: str
     model: str  # model label written by train(): resnet-110, preresnet-1001, wrn-28-10
-    published: float | None  # CIFAR-10 test error, percent
+
+    @property
+    def published(self) -> float | None:
+        return published.error(self.experiment, self.model)
 
 
 @dataclass
@@ -33,53 +34,35 @@ class Group:
     arms: list[Arm]  # the first arm is the reference for deltas
 
 
-# The blog's CIFAR tables are gcr/torch-residual-networks' README tables (docs/fidelity.md).
-BLOG_SOURCE = "Torch blog (gcr/torch-residual-networks, 2016)"
+def _arms(prefix: str, names: list[str], model: str) -> list[Arm]:
+    return [Arm(f"{prefix}/{name}", model) for name in names]
 
 
-def _blog_units(model: str, published: list[float | None]) -> Group:
-    names = ["original", "no_relu_after_add", "bn_after_add", "bn_after_add_no_relu"]
-    return Group(f"Torch blog: BN and ReLU around the addition, {model}", BLOG_SOURCE,
-                 [Arm(f"blog/{n}", model, p) for n, p in zip(names, published, strict=True)])
-
-
-def _blog_optim(model: str, published: list[float | None]) -> Group:
-    names = ["original", "rmsprop", "adadelta", "adagrad", "adam"]
-    return Group(f"Torch blog: optimizers, {model} (original = SGD with Nesterov)",
-                 BLOG_SOURCE,
-                 [Arm(f"blog/{n}", model, p) for n, p in zip(names, published, strict=True)])
-
-
-def _units(model: str, published: list[float]) -> Group:
-    names = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
-    return Group(f"Identity Mappings Table 2: residual units, {model}", "He et al. 2016 (arXiv 1603.05027)",
-                 [Arm(f"identity_mappings/{n}", model, p) for n, p in zip(names, published, strict=True)])
-
+BLOG_UNITS = ["original", "no_relu_after_add", "bn_after_add", "bn_after_add_no_relu"]
+BLOG_OPTIM = ["original", "rmsprop", "adadelta", "adagrad", "adam"]
+UNITS = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
 
 GROUPS = [
-    _blog_units("resnet-110", [6.97, 6.32, 13.56, 12.30]),
-    _blog_units("resnet-56", [None] * 4),
-    _blog_units("resnet-20", [8.29, 8.62, 8.34, 8.23]),  # gcr's README, code at fec67c0
-    _blog_optim("resnet-110", [6.97, 7.68, 8.88, 11.45, None]),
-    _blog_optim("resnet-56", [None] * 5),
-    Group("He 2015 Table 6: depth", "He et al. 2015 (arXiv 1512.03385)",
-          [Arm(f"he2015/resnet{d}", f"resnet-{d}", p)
-           for d, p in ((20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43))]),
-    _units("resnet-164", [5.93, 6.50, 6.14, 5.91, 5.46]),
-    _units("resnet-110", [6.61, 8.17, 7.84, 6.71, 6.37]),
-    Group("Identity Mappings Table 3: ResNet-1001", "He et al. 2016 (arXiv 1603.05027)",
-          [Arm("identity_mappings/preresnet1001", "preresnet-1001", 4.92)]),
-    Group("Wide ResNets", "Zagoruyko & Komodakis 2016 (arXiv 1605.07146)",
-          [Arm("wrn/wrn_28_10", "wrn-28-10", 4.00), Arm("wrn/wrn_28_10_dropout", "wrn-28-10", 3.89),
-           Arm("wrn/wrn_16_8", "wrn-16-8", 4.27), Arm("wrn/wrn_40_4", "wrn-40-4", 4.53)]),
+    *(Group(f"Torch blog: BN and ReLU around the addition, {m}", published.BLOG, _arms("blog", BLOG_UNITS, m))
+      for m in ("resnet-110", "resnet-56", "resnet-20")),
+    *(Group(f"Torch blog: optimizers, {m} (original = SGD with Nesterov)", published.BLOG,
+            _arms("blog", BLOG_OPTIM, m)) for m in ("resnet-110", "resnet-56")),
+    Group("He 2015 Table 6: depth", published.HE2015,
+          [Arm(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]),
+    *(Group(f"Identity Mappings Table 2: residual units, {m}", published.HE2016, _arms("identity_mappings", UNITS, m))
+      for m in ("resnet-164", "resnet-110")),
+    Group("Identity Mappings Table 3: ResNet-1001", published.HE2016,
+          [Arm("identity_mappings/preresnet1001", "preresnet-1001")]),
+    Group("Wide ResNets", published.WRN,
+          [Arm("wrn/wrn_28_10", "wrn-28-10"), Arm("wrn/wrn_28_10_dropout", "wrn-28-10"),
+           Arm("wrn/wrn_16_8", "wrn-16-8"), Arm("wrn/wrn_40_4", "wrn-40-4")]),
     Group("Faithfulness: the fast path against the plain fp32 path, ResNet-20, 30 epochs",
           "issue Speed (no published errors: the fast arms must lie within 0.5 points of plain)",
-          [Arm(f"speed/{name}", "resnet-20", None) for name in ("plain", "fast", "graphs")]),
-    Group("ImageNet: single-crop top-1 error", "fb.resnet.torch (Torch blog, 2016)",
-          [Arm(f"imagenet/{name}", label, p) for name, label, p in (
-              ("resnet18", "resnet-18", 30.43), ("resnet34", "resnet-34", 26.73), ("resnet50", "resnet-50", 24.01),
-              ("resnet101", "resnet-101", 22.44), ("resnet152", "resnet-152", 22.16),
-              ("preresnet200", "preresnet-200", 21.66))]),
+          _arms("speed", ["plain", "fast", "graphs"], "resnet-20")),
+    Group("ImageNet: single-crop top-1 error", published.FB,
+          [Arm(f"imagenet/{name}", label) for name, label in (
+              ("resnet18", "resnet-18"), ("resnet34", "resnet-34"), ("resnet50", "resnet-50"),
+              ("resnet101", "resnet-101"), ("resnet152", "resnet-152"), ("preresnet200", "preresnet-200"))]),
 ]
 
 
@@ -246,8 +229,8 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs]) -> lis
 
 
 def render(runs: dict[tuple[str, str], Runs], out: Path,
-           screens: dict[float, dict[tuple[str, str], Runs]] | None = None) -> str:
-    lines = ["# Reproduction results", "", CAVEAT, "",
+           screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None) -> str:
+    lines = ["# Reproduction results", "", *([note, ""] if note else []),
              "Each row: the mean final test error over seeds (n runs), the mean epoch of the lowest test error, "
              "the published CIFAR-10 error, and both deltas to the group's first arm. Written by "
              "`resnet-train-report`.", ""]
@@ -295,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="run folders, or folders that contain them")
     parser.add_argument("--out", type=Path, default=Path("results.md"),
                         help="Markdown file; plots go to plots/ beside it")
+    parser.add_argument("--note", help="a paragraph under the title, e.g. what data the runs used")
     parser.add_argument("--copy-to", type=Path, help="also copy each run's summary.json and metrics.jsonl here")
     args = parser.parse_args(argv)
     missing = [f for f in args.folders if not f.exists()]
@@ -305,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.copy_to:
         print(f"copied {copy_results(args.folders, args.copy_to)} runs to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(runs, args.out, screens))
+    args.out.write_text(render(runs, args.out, screens, args.note))
     total = sum(r.n for r in runs.values()) + sum(r.n for s in screens.values() for r in s.values())
     print(f"wrote {args.out}: {total} runs in {len(runs)} arms")
     return 0

@@ -1,0 +1,80 @@
+"""The published figures this project is held against, in one place. The report's tables, the
+experiment files' checks and the model tests read them from here; the experiment files name the
+table they come from, not the number.
+
+Errors are percent: CIFAR-10 test error, or ImageNet single-crop top-1 error.
+"""
+
+from __future__ import annotations
+
+HE2015 = "He et al. 2015 (arXiv 1512.03385)"
+HE2016 = "He et al. 2016 (arXiv 1603.05027)"
+WRN = "Zagoruyko & Komodakis 2016 (arXiv 1605.07146)"
+# The blog's CIFAR tables are gcr/torch-residual-networks' README tables (docs/fidelity.md).
+BLOG = "Torch blog (gcr/torch-residual-networks, 2016)"
+FB = "fb.resnet.torch (Torch blog, 2016)"
+
+# (experiment arm, model label) -> test error, percent.
+ERRORS: dict[tuple[str, str], float] = {
+    # He 2015 Table 6.
+    ("he2015/resnet20", "resnet-20"): 8.75,
+    ("he2015/resnet32", "resnet-32"): 7.51,
+    ("he2015/resnet44", "resnet-44"): 7.17,
+    ("he2015/resnet56", "resnet-56"): 6.97,
+    ("he2015/resnet110", "resnet-110"): 6.43,
+    # Torch blog, BN and ReLU around the addition (gcr README; ResNet-20 with the code at fec67c0).
+    ("blog/original", "resnet-110"): 6.97,
+    ("blog/no_relu_after_add", "resnet-110"): 6.32,
+    ("blog/bn_after_add", "resnet-110"): 13.56,
+    ("blog/bn_after_add_no_relu", "resnet-110"): 12.30,
+    ("blog/original", "resnet-20"): 8.29,
+    ("blog/no_relu_after_add", "resnet-20"): 8.62,
+    ("blog/bn_after_add", "resnet-20"): 8.34,
+    ("blog/bn_after_add_no_relu", "resnet-20"): 8.23,
+    # Torch blog, optimizers (ResNet-110; the reference arm is SGD with Nesterov, blog/original).
+    ("blog/rmsprop", "resnet-110"): 7.68,
+    ("blog/adadelta", "resnet-110"): 8.88,
+    ("blog/adagrad", "resnet-110"): 11.45,
+    # Identity Mappings Table 2 (units, ResNet-110 and ResNet-164) and Table 3 (ResNet-1001, batch 128).
+    ("identity_mappings/original", "resnet-110"): 6.61,
+    ("identity_mappings/bn_after_add", "resnet-110"): 8.17,
+    ("identity_mappings/relu_before_add", "resnet-110"): 7.84,
+    ("identity_mappings/relu_only_preact", "resnet-110"): 6.71,
+    ("identity_mappings/full_preact", "resnet-110"): 6.37,
+    ("identity_mappings/original", "resnet-164"): 5.93,
+    ("identity_mappings/bn_after_add", "resnet-164"): 6.50,
+    ("identity_mappings/relu_before_add", "resnet-164"): 6.14,
+    ("identity_mappings/relu_only_preact", "resnet-164"): 5.91,
+    ("identity_mappings/full_preact", "resnet-164"): 5.46,
+    ("identity_mappings/preresnet1001", "preresnet-1001"): 4.92,
+    # WRN Table 4 (CIFAR-10; dropout 0.3 for the dropout arm).
+    ("wrn/wrn_28_10", "wrn-28-10"): 4.00,
+    ("wrn/wrn_28_10_dropout", "wrn-28-10"): 3.89,
+    ("wrn/wrn_16_8", "wrn-16-8"): 4.27,
+    ("wrn/wrn_40_4", "wrn-40-4"): 4.53,
+    # fb.resnet.torch README, single-crop top-1.
+    ("imagenet/resnet18", "resnet-18"): 30.43,
+    ("imagenet/resnet34", "resnet-34"): 26.73,
+    ("imagenet/resnet50", "resnet-50"): 24.01,
+    ("imagenet/resnet101", "resnet-101"): 22.44,
+    ("imagenet/resnet152", "resnet-152"): 22.16,
+    ("imagenet/preresnet200", "preresnet-200"): 21.66,
+}
+
+# Model preset (conf/model) -> parameters on CIFAR-10 (He 2015 Table 6, He 2016 Table 3, WRN Table 4).
+PARAMS: dict[str, float] = {
+    "resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6, "resnet110": 1.7e6,
+    "resnet1202": 19.4e6, "preresnet164": 1.7e6, "preresnet1001": 10.2e6,
+    "wrn_16_4": 2.7e6, "wrn_16_8": 11.0e6, "wrn_28_10": 36.5e6, "wrn_40_4": 8.9e6,
+}
+
+# (model preset, image size in pixels) -> multiply-accumulates per image. ResNet-50: torchvision's
+# model card (4.09 GMACs; He 2015 Table 1 says 3.8e9 multiply-adds). The CIFAR nets: no paper table
+# gives them; these are the figures usually quoted for the architectures, a check on the counter.
+MACS: dict[tuple[str, int], float] = {
+    ("resnet20", 32): 41e6, ("resnet110", 32): 253e6, ("wrn_28_10", 32): 5.25e9, ("resnet50", 224): 4.1e9,
+}
+
+
+def error(experiment: str, model: str) -> float | None:
+    return ERRORS.get((experiment, model))
