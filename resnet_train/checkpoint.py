@@ -9,17 +9,54 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .engine import EpochTotals
+
 FORMAT = "resnet-train/1"
 
 
 class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or does not fit the run."""
+
+
+@dataclass
+class TrainState:
+    """The loop's progress: everything a checkpoint holds besides weights, optimizer state, RNG
+    states and the config. It writes itself into a checkpoint and reads itself back."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # iterations completed
+    partial: EpochTotals = field(default_factory=EpochTotals)  # sums of the epoch in progress
+    best: dict[str, Any] = field(default_factory=lambda: {"err": None, "epoch": None})
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluated epoch
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+    def to_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rngs: list[dict],
+                      config: dict[str, Any]) -> dict[str, Any]:
+        """`rngs`: each rank's RNG state (rng_state), so a resumed DDP run continues each rank's
+        dropout stream; rank 0's also under "rng" for single-process readers."""
+        return {"format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": self.epoch, "step": self.step, "epoch_totals": asdict(self.partial), "best": self.best,
+                "history": self.history, "rng": rngs[0], "rng_ranks": rngs, "train_seconds": self.train_seconds,
+                "train_images": self.train_images, "config": config}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
+        return cls(epoch=ckpt["epoch"], step=ckpt["step"], partial=EpochTotals(**ckpt["epoch_totals"]),
+                   best=ckpt["best"], history=ckpt["history"], train_seconds=ckpt["train_seconds"],
+                   train_images=ckpt["train_images"])
+
+    @staticmethod
+    def rng_for_rank(ckpt: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+        rngs = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        return rngs[rank] if len(rngs) == world else ckpt["rng"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

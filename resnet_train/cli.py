@@ -1,4 +1,4 @@
-"""The `resnet-train` command: Hydra composes the config, the modes in train.py do the work."""
+"""The `resnet-train` command: Hydra composes the config, train.py and modes.py do the work."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ class UserError(CompactHydraException):
 
 @hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
 def hydra_main(dict_cfg: DictConfig) -> dict | None:
-    from .train import describe, evaluate_checkpoint, train
+    from .modes import describe, evaluate_checkpoint
+    from .train import train
 
     cfg: Config = OmegaConf.to_object(dict_cfg)
     try:

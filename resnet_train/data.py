@@ -538,3 +538,30 @@ def make_loader(dataset: Dataset, batch_size: int, *, num_workers: int, pin_memo
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(0))
+
+
+def build_loaders(cfg: DataConfig, data: Datasets, *, seed: int, sampler: EpochSampler, batch_size: int,
+                  eval_batch_size: int, device: torch.device, channels_last: bool):
+    """(train loader, {split: eval loader}): the plain path (per-image torchvision transforms in a
+    DataLoader, the reference) or the fast path (device-resident batches, augmented per batch on
+    the device), as data.on_gpu says."""
+    splits = data.splits()
+    on_gpu = cfg.on_gpu if cfg.on_gpu is not None else device.type == "cuda"
+    if on_gpu and (splits is None or cfg.augment == "imagenet"):
+        if cfg.on_gpu:
+            raise ValueError("data.on_gpu=true needs an in-memory dataset with cifar or no augmentation")
+        on_gpu = False
+    if on_gpu:
+        train = DeviceBatches(splits.pop("train"), cfg, batch_size, device, sampler=sampler, seed=seed,
+                              norm=data.norm, channels_last=channels_last)
+        return train, {k: DeviceBatches(v, cfg, eval_batch_size, device, norm=data.norm, channels_last=channels_last)
+                       for k, v in splits.items()}
+    pin = device.type == "cuda"
+    train = make_loader(data.train, batch_size, num_workers=cfg.num_workers, pin_memory=pin, sampler=sampler)
+    return train, {name: make_loader(ds, eval_batch_size, num_workers=cfg.num_workers, pin_memory=pin)
+                   for name, ds in data.evals.items()}
+
+
+def wants_top5(cfg: DataConfig) -> bool:
+    """Top-5 error beside top-1 for 100 classes or more, and for ImageNet-style folders."""
+    return cfg.num_classes >= 100 or (cfg.name == "imagefolder" and cfg.num_classes > 5)

@@ -32,6 +32,21 @@ class Dist:
 SINGLE = Dist()
 
 
+def resolve_device(name: str, job_index: int | None = None) -> torch.device:
+    """auto: CUDA when present; in a sweep, job i takes GPU i mod the GPU count, so a launcher
+    that runs several jobs at once (hydra/launcher=joblib) packs them over all GPUs."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name.startswith("cuda") and not gpus:
+        raise ValueError(f"device={name} but no CUDA GPU is visible to PyTorch; use device=auto or device=cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= gpus:
+        raise ValueError(f"device={name} but only {gpus} GPU(s) are visible")
+    if name == "auto":
+        name = "cpu" if not gpus else f"cuda:{(job_index or 0) % gpus}"
+    elif name == "cuda":  # torch.cuda.set_device and the graph capture need an index
+        name = f"cuda:{torch.cuda.current_device()}"
+    return torch.device(name)
+
+
 def from_env(env: dict[str, str] | None = None) -> Dist:
     """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; under `srun` without torchrun, SLURM's
     SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID stand in (MASTER_ADDR and MASTER_PORT must be
@@ -150,3 +165,19 @@ def convert_sync_bn(module: nn.Module) -> nn.Module:
         else:
             convert_sync_bn(child)
     return module
+
+
+class AgreedStop:
+    """Whether to stop, the same answer on every rank. Single-process: the local flag. Under DDP
+    the ranks agree through an all-reduce, a host sync, so only at every `every`-th reading: every
+    rank stops at the same step, at most `every` steps after the signal."""
+
+    def __init__(self, local, d: Dist, device: torch.device, every: int = 20):
+        self.local, self.d, self.device, self.every = local, d, device, every
+        self.readings = 0
+
+    def __call__(self) -> bool:
+        if not self.d.active:
+            return self.local()
+        self.readings += 1
+        return self.readings % self.every == 0 and any_rank(self.local(), self.d, self.device)

@@ -7,6 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# Shrinks any command line to seconds on CPU: 512 real CIFAR-10 training images, ResNet-8.
+TINY = ["data=cifar10_sample", "data.train_size=512", "data.test_size=200", "data.num_workers=0",
+        "model.depth=8", "train.batch_size=64", "train.eval_batch_size=100", "sched.milestones=[1]"]
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -30,3 +33,58 @@ def compose():
     with initialize_config_module(config_module="resnet_train.conf", version_base="1.3"):
         yield lambda *overrides: hydra_compose(config_name="config", overrides=list(overrides))
     GlobalHydra.instance().clear()
+
+
+def net(num_classes: int = 10, **spec):
+    """build_model for a ModelSpec given by its fields."""
+    from resnet_train.models import ModelSpec, build_model
+
+    return build_model(ModelSpec(**spec), num_classes)
+
+
+@pytest.fixture
+def tiny(compose):
+    """The real config tree, composed and shrunk (256 images, batches of 64, ResNet-8 with dropout,
+    no progress bars); `tiny(epochs, **{"section.key": value})` sets further values."""
+    from omegaconf import OmegaConf
+
+    def make(epochs=2, **overrides):
+        cfg = OmegaConf.to_object(compose(*TINY, "data.train_size=256", "data.test_size=100", "model.dropout=0.1",
+                                          "train.progress=false"))
+        cfg.train.epochs = epochs
+        for key, value in overrides.items():
+            section, _, leaf = key.partition(".")
+            setattr(getattr(cfg, section), leaf, value) if leaf else setattr(cfg, section, value)
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Runs the command in this process (fast) and returns (exit code, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from resnet_train.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    def run(*args: str):
+        monkeypatch.setattr(sys, "argv", ["resnet-train", *args])
+        GlobalHydra.instance().clear()
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return exit_info.value.code, err
+
+    return run
+
+
+def our_line(err: str) -> str:
+    """The one error line of a failed command."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("resnet-train: error: ")
+    return lines[0]

@@ -6,10 +6,7 @@ import sys
 import pytest
 import torch
 
-from .conftest import run_cli
-
-TINY = ["data=cifar10_sample", "data.train_size=512", "data.test_size=200", "data.num_workers=0",
-        "model.depth=8", "train.batch_size=64", "train.eval_batch_size=100", "sched.milestones=[1]"]
+from .conftest import TINY, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +26,7 @@ def scalar_tags(run):
     return acc
 
 
+@pytest.mark.slow
 def test_end_to_end_run_writes_the_run_folder(trained):
     run, proc = trained
     for name in ("metrics.jsonl", "summary.json", "last.pt", "best.pt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
@@ -53,6 +51,7 @@ def test_end_to_end_run_writes_the_run_folder(trained):
     assert len(list((run / "tb").iterdir())) == 1  # one event folder per run, HParams included
 
 
+@pytest.mark.slow
 def test_hparams_are_in_the_run_event_file(trained):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -65,6 +64,7 @@ def test_hparams_are_in_the_run_event_file(trained):
     assert info.hparams["optim.name"].string_value == "sgd"
 
 
+@pytest.mark.slow
 def test_eval_mode_reproduces_the_final_test_error(trained, tmp_path):
     run, _ = trained
     proc = run_cli("mode=eval", f"ckpt={run / 'last.pt'}", "data=cifar10_sample", "data.test_size=200",
@@ -75,6 +75,7 @@ def test_eval_mode_reproduces_the_final_test_error(trained, tmp_path):
     assert result["test_err"] == pytest.approx(summary["final_test_err"])
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only(trained):
     run, _ = trained
     state = torch.load(run / "last.pt", weights_only=True)
@@ -82,6 +83,7 @@ def test_checkpoint_loads_with_weights_only(trained):
     assert {"python", "numpy", "torch", "cuda"} <= set(state["rng"])
 
 
+@pytest.mark.slow
 def test_multirun_sweep_makes_one_folder_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "optim=sgd,adam", *TINY, "data.train_size=128", "data.test_size=100", "train.epochs=1",
@@ -93,6 +95,7 @@ def test_multirun_sweep_makes_one_folder_per_job(tmp_path):
     assert all(len(list(p.parent.joinpath("tb").iterdir())) == 1 for p in summaries)
 
 
+@pytest.mark.slow
 def test_info_mode_prints_figures_and_a_json_last_line(tmp_path):
     proc = run_cli("mode=info", "model=resnet110", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -103,13 +106,14 @@ def test_info_mode_prints_figures_and_a_json_last_line(tmp_path):
     assert "stage 3     output 64 x 8 x 8" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_1(tmp_path):
     proc = run_cli("model=resnet20", "model.depth=21", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["resnet-train: error: resnet depth with basic blocks on CIFAR must be 6n+2 (n >= 1); "
-                     "got 21 (nearest valid: 20 or 26)"]
+    assert lines == ["resnet-train: error: model.depth=21 does not fit resnet with basic blocks on CIFAR, whose "
+                     "depth is 6n+2 (n >= 1); nearest valid: 20 or 26"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses the console script path of a Linux venv")

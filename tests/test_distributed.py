@@ -10,7 +10,7 @@ import torch
 from resnet_train.data import EpochSampler
 from resnet_train.distributed import Dist, from_env
 
-from .test_cli import TINY
+from .conftest import TINY
 
 ARGS = [*TINY, "data.train_size=256", "data.test_size=100", "train.epochs=2", "train.sync_bn=true"]
 
@@ -76,10 +76,8 @@ def test_two_process_ddp_equals_one_process_and_leaves_one_run_folder(tmp_path):
     assert "resumed from" in resumed.stdout
 
 
-def test_global_batch_must_divide_over_processes(tmp_path, monkeypatch):
+def test_global_batch_must_divide_over_processes(tiny, tmp_path, monkeypatch):
     from resnet_train.train import train
-
-    from .test_train import tiny
 
     cfg = tiny(epochs=1)
     cfg.train.batch_size = 63
@@ -98,29 +96,26 @@ def test_slurm_launcher_config_composes(compose):
     assert launcher.max_num_timeout > 0  # requeue on timeout; preemption requeues through submitit's handler
 
 
-def test_stop_signal_is_forwarded_to_the_previous_handler(tmp_path):
+@pytest.mark.slow
+def test_stop_signal_is_forwarded_to_the_previous_handler(tiny, tmp_path, monkeypatch):
     """Under SLURM, submitit's SIGUSR1 handler requeues the job: the run saves, then calls it."""
     import signal
 
     from resnet_train.interrupt import GracefulStop, Interrupted
     from resnet_train.train import train
 
-    from .test_train import tiny
-
     seen = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
-    original = GracefulStop.__call__
 
     def stop_at_once(self):
         self.signum = signal.SIGUSR1
         return True
 
-    GracefulStop.__call__ = stop_at_once
+    monkeypatch.setattr(GracefulStop, "__call__", stop_at_once)
     try:
         with pytest.raises(Interrupted) as info:
             train(tiny(epochs=2), tmp_path)
     finally:
-        GracefulStop.__call__ = original
         signal.signal(signal.SIGUSR1, previous)
     assert info.value.forward is not None
     info.value.forward(info.value.signum, None)

@@ -6,25 +6,17 @@ import pytest
 import torch
 
 from resnet_train.checkpoint import CheckpointError, load_checkpoint
-from resnet_train.config import Config, DataConfig, ModelConfig, SchedConfig, TrainConfig
-from resnet_train.train import evaluate_checkpoint, train
-
-
-def tiny(epochs=2, **overrides) -> Config:
-    cfg = Config(data=DataConfig(name="cifar10_sample", train_size=256, test_size=100, num_workers=0),
-                 model=ModelConfig(depth=8, dropout=0.1), sched=SchedConfig(milestones=[1]),
-                 train=TrainConfig(epochs=epochs, batch_size=64, eval_batch_size=100, progress=False))
-    for key, value in overrides.items():
-        section, _, leaf = key.partition(".")
-        setattr(getattr(cfg, section), leaf, value) if leaf else setattr(cfg, section, value)
-    return cfg
+from resnet_train.config import DataConfig
+from resnet_train.modes import evaluate_checkpoint
+from resnet_train.train import train
 
 
 def strip_timing(records):
     return [{k: v for k, v in r.items() if not k.startswith("perf")} for r in records]
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(tiny, tmp_path):
     straight = train(tiny(epochs=2), tmp_path / "straight")
     train(tiny(epochs=1), tmp_path / "first")
     resumed = train(tiny(epochs=2, resume=str(tmp_path / "first" / "last.pt")), tmp_path / "second")
@@ -42,7 +34,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][idx]["momentum_buffer"])
 
 
-def test_resume_auto_starts_fresh_then_continues(tmp_path):
+@pytest.mark.slow
+def test_resume_auto_starts_fresh_then_continues(tiny, tmp_path):
     run = tmp_path / "run"
     first = train(tiny(epochs=1, resume="auto"), run)
     assert first["epochs"] == 1
@@ -50,12 +43,13 @@ def test_resume_auto_starts_fresh_then_continues(tmp_path):
     assert second["epochs"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
-def test_resume_from_missing_path_is_an_error(tmp_path):
+def test_resume_from_missing_path_is_an_error(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         train(tiny(resume=str(tmp_path / "nope.pt")), tmp_path / "run")
 
 
-def test_resume_with_a_different_model_names_each_key(tmp_path):
+@pytest.mark.slow
+def test_resume_with_a_different_model_names_each_key(tiny, tmp_path):
     train(tiny(epochs=1), tmp_path / "a")
     cfg = tiny(epochs=2, resume=str(tmp_path / "a" / "last.pt"))
     cfg.model.unit, cfg.optim.lr = "bn_after_add", 0.05
@@ -63,7 +57,7 @@ def test_resume_with_a_different_model_names_each_key(tmp_path):
         train(cfg, tmp_path / "b")
 
 
-def test_eval_rejects_files_that_are_not_checkpoints(tmp_path):
+def test_eval_rejects_files_that_are_not_checkpoints(tiny, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("hello")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
@@ -73,7 +67,8 @@ def test_eval_rejects_files_that_are_not_checkpoints(tmp_path):
         evaluate_checkpoint(tiny(mode="eval", ckpt=str(bad)))
 
 
-def test_eval_rejects_a_truncated_checkpoint(tmp_path):
+@pytest.mark.slow
+def test_eval_rejects_a_truncated_checkpoint(tiny, tmp_path):
     train(tiny(epochs=1), tmp_path / "run")
     data = (tmp_path / "run" / "last.pt").read_bytes()
     cut = tmp_path / "cut.pt"
@@ -82,7 +77,8 @@ def test_eval_rejects_a_truncated_checkpoint(tmp_path):
         evaluate_checkpoint(tiny(mode="eval", ckpt=str(cut)))
 
 
-def test_eval_rejects_a_checkpoint_for_other_classes(tmp_path):
+@pytest.mark.slow
+def test_eval_rejects_a_checkpoint_for_other_classes(tiny, tmp_path):
     train(tiny(epochs=1), tmp_path / "run")
     cfg = tiny(mode="eval", ckpt=str(tmp_path / "run" / "last.pt"))
     cfg.data = DataConfig(name="synthetic", num_classes=100, train_size=8, test_size=8, num_workers=0)
@@ -91,18 +87,20 @@ def test_eval_rejects_a_checkpoint_for_other_classes(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")
-def test_cuda_without_gpu_is_an_error(tmp_path):
+def test_cuda_without_gpu_is_an_error(tiny, tmp_path):
     with pytest.raises(ValueError, match="device=cuda but no CUDA GPU"):
         train(tiny(device="cuda"), tmp_path / "run")
 
 
-def test_iterations_define_the_length(tmp_path):
+@pytest.mark.slow
+def test_iterations_define_the_length(tiny, tmp_path):
     out = train(tiny(epochs=None, **{"train.iterations": 6}), tmp_path / "run")
     # 256 images at batch 64: 4 iterations per epoch, so 6 iterations end mid-way through epoch 2.
     assert out["steps"] == 6 and out["epochs"] == 2
 
 
-def test_loader_workers_do_not_change_the_run(tmp_path):
+@pytest.mark.slow
+def test_loader_workers_do_not_change_the_run(tiny, tmp_path):
     """Augmentation is seeded per (seed, epoch, image), and the epoch travels in the sampler's
     keys, so persistent workers give the same run as the main process, epoch after epoch."""
     a = train(tiny(epochs=2), tmp_path / "w0")
@@ -113,7 +111,7 @@ def test_loader_workers_do_not_change_the_run(tmp_path):
     assert history[0] == history[1] and a["final_test_err"] == b["final_test_err"]
 
 
-def test_cuda_graphs_apply_to_one_cuda_process():
+def test_cuda_graphs_apply_to_one_cuda_process(tiny):
     from resnet_train.distributed import SINGLE, Dist
     from resnet_train.train import _cuda_graphs
 
@@ -127,7 +125,8 @@ def test_cuda_graphs_apply_to_one_cuda_process():
         _cuda_graphs(tiny(**graphs), cuda, ddp)
 
 
-def test_screening_run_is_the_shortened_recipe(tmp_path):
+@pytest.mark.slow
+def test_screening_run_is_the_shortened_recipe(tiny, tmp_path):
     summary = train(tiny(epochs=4, **{"train.screening": 0.5}), tmp_path)
     assert (summary["epochs"], summary["screening"]) == (2, 0.5)
     saved = load_checkpoint(tmp_path / "last.pt")["config"]
