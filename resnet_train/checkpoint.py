@@ -7,6 +7,7 @@ torch.load(..., weights_only=True).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -100,15 +101,25 @@ def keep_recent(folder: Path, keep: int) -> None:
         old.unlink()
 
 
+def _unreadable_because(exc: Exception) -> str:
+    """Why torch.load failed, in words; torch's own text would suggest weights_only=False, which
+    would run whatever code a foreign file holds."""
+    text = str(exc)
+    if isinstance(exc, EOFError) or "failed finding central directory" in text or "PytorchStreamReader" in text:
+        return "it is truncated or corrupted (its archive cannot be read)"
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return "it is not a file written by torch.save with tensors and plain data only"
+    return f"torch.load failed with {type(exc).__name__}"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    except Exception as exc:  # noqa: BLE001  (any failure of a foreign or damaged file)
+        raise CheckpointError(f"{path} is not a readable checkpoint: {_unreadable_because(exc)}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resnet-train checkpoint (no '{FORMAT}' format tag)")
     return state

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
 from .checkpoint import CheckpointError
-from .config import Config, register_configs, validate
+from .config import Config, register_configs, unknown_keys, validate
 from .data import DataError
 from .engine import DivergenceError
 from .interrupt import Interrupted
@@ -24,28 +26,62 @@ from .interrupt import Interrupted
 register_configs()
 
 USER_ERRORS = (ValueError, DataError, CheckpointError, DivergenceError, OSError)
+HYDRA_FILES = {".hydra", "resnet_train.log"}  # what Hydra and the log leave in a folder before a run writes
+log = logging.getLogger(__name__)
+# Whether this process's run folder is Hydra's fresh outputs/DATE/TIME (a single run without
+# hydra.run.dir), which it may remove again when nothing was written into it.
+_fresh_run_folder = False
 
 
 class UserError(CompactHydraException):
     """In a multirun, fails only its own job; Hydra prints it after the sweep, one line per job."""
 
 
-@hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
-def hydra_main(dict_cfg: DictConfig) -> dict | None:
+def _check_keys(dict_cfg: DictConfig) -> None:
+    unknown = unknown_keys(OmegaConf.to_container(dict_cfg, resolve=False))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: no such key in the config (a '+' adds keys the schema does not "
+                         f"have, and they would be ignored); see resnet-train --help for the keys")
+
+
+def _run(cfg: Config, hydra_cfg) -> dict | None:
     from .modes import describe, evaluate_checkpoint
     from .train import train
 
-    cfg: Config = OmegaConf.to_object(dict_cfg)
+    if cfg.mode == "info":
+        return describe(cfg)
+    if cfg.mode == "eval":
+        return evaluate_checkpoint(cfg, list(hydra_cfg.overrides.task))
+    job_index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), job_index,
+                 distributed.from_env())
+
+
+def _remove_if_empty(folder: str) -> None:
+    """A run folder that holds nothing but Hydra's files (mode=info or eval, or a run refused
+    before it started) is not left under outputs/."""
+    path = Path(folder).resolve()
+    if _fresh_run_folder and path.is_dir() and {p.name for p in path.iterdir()} <= HYDRA_FILES:
+        logging.shutdown()
+        shutil.rmtree(path, ignore_errors=True)
+        for parent in path.parents:  # outputs/DATE, outputs: made for it, unless other runs are there
+            if parent == Path.cwd() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
+def hydra_main(dict_cfg: DictConfig) -> dict | None:
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
     try:
+        _check_keys(dict_cfg)
+        cfg: Config = OmegaConf.to_object(dict_cfg)
         validate(cfg)
-        if cfg.mode == "info":
-            return describe(cfg)
-        if cfg.mode == "eval":
-            return evaluate_checkpoint(cfg)
-        hydra_cfg = HydraConfig.get()
-        job_index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
-        return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), job_index,
-                     distributed.from_env())
+        result = _run(cfg, hydra_cfg)
+        if cfg.mode != "train":
+            _remove_if_empty(output_dir)
+        return result
     except Interrupted as exc:
         # The whole process stops, a sweep included: the signal was meant for it (e.g. preemption).
         if distributed.from_env().is_main:
@@ -57,7 +93,9 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = f"resnet-train: error: {exc}"
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.debug(message)  # into the run's log file
+        _remove_if_empty(output_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
             raise UserError(message) from None
         # A single run ends here with one line; SystemExit passes Hydra's job wrapper untouched.
         print(message, file=sys.stderr)
@@ -82,6 +120,24 @@ def _unwritable_output(argv: list[str]) -> str | None:
     return None
 
 
+def _name_sweep_jobs(argv: list[str]) -> list[str]:
+    """For a sweep, the override that makes each job's folder (and so its TensorBoard run) name
+    the values it sweeps: every other key of the command line leaves Hydra's override_dirname."""
+    if not any(a in ("-m", "--multirun") for a in argv) or any(
+            a.startswith(("hydra.sweep.subdir=", "hydra.job.config.override_dirname.")) for a in argv):
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    args = [a for a in argv if not a.startswith("-") and "=" in a and not a.startswith("hydra")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except HydraException:
+        return []  # Hydra itself reports the bad override
+    fixed = sorted({o.key_or_group for o in overrides if not o.is_sweep_override()})
+    return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"] if fixed else []
+
+
 def main() -> None:
     problem = _unwritable_output(sys.argv[1:])
     rank = distributed.from_env()
@@ -90,6 +146,9 @@ def main() -> None:
     if problem:
         print(f"resnet-train: error: {problem}", file=sys.stderr)
         sys.exit(1)
+    global _fresh_run_folder
+    _fresh_run_folder = not any(a in ("-m", "--multirun") or a.startswith("hydra.run.dir=") for a in sys.argv[1:])
+    sys.argv += _name_sweep_jobs(sys.argv[1:])
     if rank.rank > 0:
         # Only rank 0 keeps a run folder; the others get a scratch folder outside outputs/ and
         # receive rank 0's folder through the process group.

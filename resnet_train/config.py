@@ -3,6 +3,7 @@ alone cannot express. Everything below this module receives these plain dataclas
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -152,11 +153,31 @@ def screened(cfg: Config) -> Config:
     return replace(cfg, train=train, sched=sched)
 
 
+def sweep_subdir(num: int, swept: str) -> str:
+    """A sweep job's folder: its number, then the values it sweeps ("/" in a value made safe)."""
+    return f"{num}_{swept.replace('/', '-')}" if swept else str(num)
+
+
 def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    OmegaConf.register_new_resolver("sweep_subdir", sweep_subdir, replace=True)
+
+
+def unknown_keys(tree: dict, schema: type = Config, prefix: str = "") -> list[str]:
+    """Keys of a composed config that the schema does not have: Hydra lets `+key=value` add
+    them, and they would be dropped without a word."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    out = []
+    for key, value in tree.items():
+        if key not in fields:
+            out.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and dataclasses.is_dataclass(fields[key].default_factory):
+            out += unknown_keys(value, fields[key].default_factory, f"{prefix}{key}.")
+    return out
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -188,6 +209,12 @@ def validate(cfg: Config) -> None:
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)
     _non_negative("optim.weight_decay", o.weight_decay)
+    for key in ("momentum", "alpha", "rho"):
+        if not 0.0 <= getattr(o, key) < 1.0:
+            raise ValueError(f"optim.{key} is a decay rate in [0, 1), got {getattr(o, key)}")
+    if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+        raise ValueError(f"optim.betas are two decay rates in [0, 1) (Adam's beta1, beta2), got {list(o.betas)}")
+    _positive("optim.eps", o.eps)
     s = cfg.sched
     _choice("sched.name", s.name, SCHEDULES)
     _choice("sched.unit", s.unit, SCHEDULE_UNITS)

@@ -7,6 +7,7 @@ that torchvision's transforms turn into normalised float tensors.
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 from dataclasses import dataclass
 from importlib import resources
@@ -530,6 +531,15 @@ def _seed_worker(_worker_id: int) -> None:
     random.seed(seed)
 
 
+def _worker_context():
+    """The platform's own start method for loader workers. A job of a packed sweep
+    (hydra/launcher=joblib) runs in a loky worker whose default start method is loky's, which
+    DataLoader's worker processes cannot use ('Process' object has no attribute 'env')."""
+    if multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver"):
+        return None
+    return multiprocessing.get_context(multiprocessing.get_all_start_methods()[0])
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, num_workers: int, pin_memory: bool,
                 sampler: EpochSampler | None = None) -> DataLoader:
     """A training loader takes an EpochSampler; an evaluation loader keeps the stored order.
@@ -537,7 +547,8 @@ def make_loader(dataset: Dataset, batch_size: int, *, num_workers: int, pin_memo
     base seed from the global RNG, and a run resumed mid-epoch would see other dropout masks."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(0))
+                      generator=torch.Generator().manual_seed(0),
+                      multiprocessing_context=_worker_context() if num_workers else None)
 
 
 def build_loaders(cfg: DataConfig, data: Datasets, *, seed: int, sampler: EpochSampler, batch_size: int,

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
+
+
+class ConsoleHandler(logging.Handler):
+    """Log lines on stdout through tqdm.write, so a progress bar on stderr is redrawn below them
+    instead of being cut (used by conf/hydra/job_logging/resnet_train.yaml)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stdout)
+        except BrokenPipeError:  # the reader went away (resnet-train ... | head)
+            pass
+        except Exception:  # noqa: BLE001  (logging's own convention: report, never raise)
+            self.handleError(record)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -48,15 +65,17 @@ class RunLogger:
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def hparams(self, config: dict[str, Any], results: dict[str, float]) -> None:
-        """HParams in the run's own event file (add_hparams would open a second run folder)."""
+    def hparams(self, values: dict[str, Any], results: dict[str, float]) -> None:
+        """HParams in the run's own event file (add_hparams would open a second run folder).
+        Booleans go as "true"/"false": TensorBoard would show them as 0.0000 and 1.0000."""
         if not self.enabled:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
+        typed = {k: str(v).lower() if isinstance(v, bool) else v if isinstance(v, (int, float, str)) else str(v)
+                 for k, v in values.items()}
         metric_tags = {f"hparams/{k}": v for k, v in results.items()}
-        for summary in hparams(flat, metric_tags):
+        for summary in hparams(typed, metric_tags):
             self.writer.file_writer.add_summary(summary)
         for tag, value in metric_tags.items():
             self.writer.add_scalar(tag, value)

@@ -74,6 +74,13 @@ class Runs:
     best_epochs: list[int] = field(default_factory=list)
     curves: list[dict[int, float]] = field(default_factory=list)  # epoch -> test error
 
+    def add(self, summary: dict, metrics: Path) -> None:
+        self.errors.append(summary["final_test_err"])
+        self.best_epochs.append(summary["best_epoch"])
+        if metrics.is_file():
+            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            self.curves.append({r["epoch"]: r["test_err"] for r in records if "test_err" in r})
+
     @property
     def n(self) -> int:
         return len(self.errors)
@@ -96,21 +103,55 @@ def finished_runs(folders: list[Path]):
                 yield summary_path, summary
 
 
+# Keys that say where or how a run ran, not what it trained: runs that differ only in these (and
+# in the seed) are seeds of one arm.
+NOT_THE_ARM = ("seed", "mode", "device", "ckpt", "resume", "data.root", "data.download", "data.num_workers",
+               "train.progress", "train.eval_every", "train.keep_last", "train.eval_batch_size")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def _arm_config(summary: dict) -> dict:
+    """What the run trained: its config without NOT_THE_ARM (empty for summaries that predate it)."""
+    return {k: v for k, v in _flat(summary.get("config") or {}).items() if k not in NOT_THE_ARM}
+
+
+def _variant_labels(configs: list[dict]) -> list[str]:
+    """For the configs of one (experiment, model): the values of the keys in which they differ."""
+    keys = sorted({k for c in configs for k in c if len({json.dumps(d.get(k)) for d in configs}) > 1})
+    return [",".join(f"{k}={c.get(k)}" for k in keys) for c in configs]
+
+
 def collect(folders: list[Path], screening: float = 1.0) -> dict[tuple[str, str], Runs]:
-    """The finished runs of each (experiment, model) at one length: full recipes (1.0), or
-    screening runs at that fraction of the recipe (train.screening)."""
-    runs: dict[tuple[str, str], Runs] = {}
+    """The finished runs of each arm at one length: full recipes (1.0), or screening runs at that
+    fraction of the recipe (train.screening). An arm is an (experiment, model) whose runs differ
+    only in the seed (and NOT_THE_ARM); where one (experiment, model) holds several configs, each
+    is its own arm, its experiment suffixed with the differing values: "blog/original [optim.name=adam]"."""
+    by_name: dict[tuple[str, str], dict[str, list]] = {}
     for summary_path, summary in finished_runs(folders):
         if summary.get("final_test_err") is None or summary.get("screening", 1.0) != screening:
             continue
-        arm = runs.setdefault((summary.get("experiment") or "-", summary["model"]), Runs())
-        arm.errors.append(summary["final_test_err"])
-        arm.best_epochs.append(summary["best_epoch"])
-        metrics = summary_path.parent / "metrics.jsonl"
-        if metrics.is_file():
-            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            arm.curves.append({r["epoch"]: r["test_err"] for r in records if "test_err" in r})
+        config = _arm_config(summary)
+        variants = by_name.setdefault((summary.get("experiment") or "-", summary["model"]), {})
+        variants.setdefault(json.dumps(config, sort_keys=True), []).append((summary_path, summary))
+    runs: dict[tuple[str, str], Runs] = {}
+    for (experiment, model), variants in by_name.items():
+        labels = _variant_labels([json.loads(c) for c in variants]) if len(variants) > 1 else [""]
+        for label, members in zip(labels, variants.values(), strict=True):
+            arm = runs.setdefault((f"{experiment} [{label}]" if label else experiment, model), Runs())
+            for summary_path, summary in members:
+                arm.add(summary, summary_path.parent / "metrics.jsonl")
     return runs
+
+
+def variants(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> list[tuple[str, Runs]]:
+    """(experiment label, runs) of every config of one (experiment, model) that ran."""
+    return sorted((e, r) for (e, m), r in runs.items() if m == model and e.split(" [")[0] == experiment)
 
 
 def screening_fractions(folders: list[Path]) -> list[float]:
@@ -124,31 +165,33 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 
 def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool = True) -> list[str]:
-    """One row per arm; `published=False` (screening runs) leaves the published columns out."""
+    """One row per arm (per config, where an arm ran with several); `published=False` (screening
+    runs) leaves the published columns out."""
     ref = group.arms[0]
-    ref_runs = runs.get((ref.experiment, ref.model))
+    ref_runs = next((r for _, r in variants(runs, ref.experiment, ref.model)), None)
     head = "| arm | model | n | test error % (mean ± std) | best epoch |"
     lines = [head + (" published % | our Δ vs ref | published Δ |" if published else " our Δ vs ref |"),
              "|---|---|---|---|---|---|" + ("---|---|" if published else "")]
     for arm in group.arms:
-        r = runs.get((arm.experiment, arm.model))
-        ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
-        best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
-        delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
-        row = f"| {arm.experiment} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
-        if published:
-            pub_delta = (arm.published - ref.published
-                         if arm.published is not None and ref.published is not None else None)
-            row += f" {_fmt(arm.published)} | {delta} | {_fmt(pub_delta, True)} |"
-        else:
-            row += f" {delta} |"
-        lines.append(row)
+        for label, r in variants(runs, arm.experiment, arm.model) or [(arm.experiment, None)]:
+            ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
+            best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
+            delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
+            row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
+            if published:
+                pub_delta = (arm.published - ref.published
+                             if arm.published is not None and ref.published is not None else None)
+                row += f" {_fmt(arm.published)} | {delta} | {_fmt(pub_delta, True)} |"
+            else:
+                row += f" {delta} |"
+            lines.append(row)
     return lines
 
 
 def _mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
-    r = runs.get((experiment, model))
-    return r.mean if r else None
+    """The arm's mean; where it ran with several configs, the first one's (by label)."""
+    found = variants(runs, experiment, model)
+    return found[0][1].mean if found else None
 
 
 def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
@@ -196,13 +239,13 @@ def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> b
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
     for arm in group.arms:
-        r = runs.get((arm.experiment, arm.model))
-        if not r or not r.curves:
-            continue
-        epochs = sorted(set.intersection(*(set(c) for c in r.curves)))
-        ax.plot(epochs, [statistics.fmean(c[e] for c in r.curves) for e in epochs],
-                label=f"{arm.experiment.split('/')[-1]} (n={r.n})")
-        drawn = True
+        for label, r in variants(runs, arm.experiment, arm.model):
+            if not r.curves:
+                continue
+            epochs = sorted(set.intersection(*(set(c) for c in r.curves)))
+            ax.plot(epochs, [statistics.fmean(c[e] for c in r.curves) for e in epochs],
+                    label=f"{label.split('/', 1)[-1]} (n={r.n})")
+            drawn = True
     if drawn:
         ax.set(xlabel="epoch", ylabel="test error (%)", title=group.title)
         ax.set_ylim(bottom=0)
@@ -223,7 +266,7 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs]) -> lis
              "Shortened schedules (`train.screening`): their orderings and deltas only. They are not the published "
              "recipes, so no published number stands beside them.", ""]
     for group in GROUPS:
-        if any((a.experiment, a.model) in runs for a in group.arms):
+        if any(variants(runs, a.experiment, a.model) for a in group.arms):
             lines += [f"### {group.title}", "", *group_table(group, runs, published=False), ""]
     return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
 
@@ -236,7 +279,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
              "`resnet-train-report`.", ""]
     not_run = []
     for group in GROUPS:
-        have = [a for a in group.arms if (a.experiment, a.model) in runs]
+        have = [a for a in group.arms if variants(runs, a.experiment, a.model)]
         if not have:
             not_run.append(group)
             continue
@@ -245,7 +288,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
         if plot_group(group, runs, plot):
             lines += [f"![{group.title}](plots/{plot.name})", ""]
     known = {(a.experiment, a.model) for g in GROUPS for a in g.arms}
-    extra = sorted(k for k in runs if k not in known)
+    extra = sorted(k for k in runs if (k[0].split(" [")[0], k[1]) not in known)
     if extra:
         lines += ["## Other runs", "", "| experiment | model | n | test error % (mean ± std) |", "|---|---|---|---|"]
         lines += [f"| {e} | {m} | {runs[e, m].n} | {runs[e, m].mean:.2f} ± {runs[e, m].std:.2f} |" for e, m in extra]

@@ -4,6 +4,8 @@ allows, and when a run folder already holds the finished run."""
 from __future__ import annotations
 
 import json
+import logging
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 from . import checkpoint as ckpt_io
 from .checkpoint import CheckpointError
 from .config import Config
+
+log = logging.getLogger(__name__)
 
 RESUME_AUTO = "auto"  # resume=auto: continue from the run folder's last.pt, start fresh without one
 # Keys that change what is trained or on what; a resume that changes one would silently make a
@@ -41,17 +45,42 @@ def check_resume_config(saved: dict, current: dict) -> None:
         raise CheckpointError("cannot resume: the config differs from the checkpoint's in " + "; ".join(changed))
 
 
-def checkpoint_to_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint that `resume` names: None to start fresh."""
+def _fallbacks(run_dir: Path) -> list[tuple[int, Path, dict]]:
+    """The readable epoch_NNNN.pt and best.pt beside last.pt, as (iteration, path, checkpoint)."""
+    found = []
+    for path in [run_dir / "best.pt", *sorted(run_dir.glob("epoch_*.pt"))]:
+        try:
+            ckpt = ckpt_io.load_checkpoint(path)
+        except CheckpointError:
+            continue
+        found.append((ckpt["step"], path, ckpt))
+    return sorted(found, key=lambda f: f[0])  # stable: on a tie the epoch file, named by its epoch, wins
+
+
+def checkpoint_to_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict] | None:
+    """(path, checkpoint) that `resume` names, None to start fresh. With resume=auto, a last.pt
+    that cannot be read gives way to the newest readable checkpoint beside it."""
     if not resume:
         return None
-    if resume == RESUME_AUTO:
-        path = run_dir / "last.pt"
-        return path if path.exists() else None
-    path = Path(resume).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"resume={resume}: no such checkpoint (use resume=auto to start fresh when none exists)")
-    return path
+    if resume != RESUME_AUTO:
+        path = Path(resume).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"resume={resume}: no such checkpoint (use resume=auto to start fresh when none "
+                                  f"exists)")
+        return path, ckpt_io.load_checkpoint(path)
+    last = run_dir / "last.pt"
+    if not last.exists():
+        return None
+    try:
+        return last, ckpt_io.load_checkpoint(last)
+    except CheckpointError as exc:
+        found = _fallbacks(run_dir)
+        if not found:
+            raise CheckpointError(f"{exc}, and no readable epoch_NNNN.pt or best.pt lies beside it; move it aside "
+                                  f"to start this run afresh") from exc
+        step, path, ckpt = found[-1]
+        log.warning(f"{exc}; resuming from {path.name} instead, the newest readable checkpoint (iteration {step})")
+        return path, ckpt
 
 
 def finished_summary(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
@@ -61,7 +90,10 @@ def finished_summary(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
     if cfg.resume != RESUME_AUTO or not summary_path.is_file() or not (run_dir / "last.pt").is_file():
         return None
     summary = json.loads(summary_path.read_text())
-    state = ckpt_io.load_checkpoint(run_dir / "last.pt")
+    try:
+        state = ckpt_io.load_checkpoint(run_dir / "last.pt")
+    except CheckpointError:
+        return None  # resuming decides what to do with it
     check_resume_config(state["config"], asdict(cfg))
     t = cfg.train
     wanted = t.epochs if t.epochs is not None else t.iterations
@@ -69,7 +101,7 @@ def finished_summary(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
     return summary if summary.get("status") == "completed" and reached >= wanted else None
 
 
-def resume_command(overrides: list[str], path: Path) -> str:
-    """The command line that continues an interrupted run."""
-    kept = [o for o in overrides if not o.startswith("resume=")]
-    return " ".join(["resnet-train", *kept, f"resume={path}"])
+def resume_command(overrides: list[str], run_dir: Path) -> str:
+    """The command line that continues an interrupted run in its own folder."""
+    kept = [shlex.quote(o) for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    return " ".join(["resnet-train", *kept, shlex.quote(f"hydra.run.dir={run_dir}"), f"resume={RESUME_AUTO}"])

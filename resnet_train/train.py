@@ -6,6 +6,7 @@ As in pycls's trainer: `setup` builds a `Run` from the config, `train_one_epoch`
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import signal
@@ -30,11 +31,13 @@ from .data import EpochSampler, build_datasets, build_loaders, wants_top5
 from .distributed import AgreedStop, Dist, resolve_device
 from .engine import EpochTotals, GraphedTrainStep, TrainStep, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
-from .metrics import RunLogger
+from .metrics import RunLogger, flatten
 from .models import ResNet, build_model
 from .models.summary import count_params
 from .optim import build_optimizer, drops_at, lr_at
 from .resume import check_resume_config, checkpoint_to_resume, finished_summary, resume_command
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -151,9 +154,8 @@ def setup(cfg: Config, run_dir: Path, overrides: list[str], device: torch.device
                reset_at=reset_at, amp=amp, channels_last=channels_last)
 
 
-def restore(run: Run, path: Path) -> TrainState:
+def restore(run: Run, path: Path, ckpt: dict[str, Any]) -> TrainState:
     """Weights, optimizer, progress and this rank's RNG state from a checkpoint of the same run."""
-    ckpt = ckpt_io.load_checkpoint(path)
     check_resume_config(ckpt["config"], asdict(run.cfg))
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -161,7 +163,7 @@ def restore(run: Run, path: Path) -> TrainState:
     if not run.dist.is_main:  # the saved partial-epoch sums are global; rank 0 carries them
         state.partial = EpochTotals(steps=state.partial.steps)
     ckpt_io.set_rng_state(TrainState.rng_for_rank(ckpt, run.dist.rank, run.dist.world), run.device)
-    print(f"resumed from {path} at epoch {state.epoch + 1}, iteration {state.step}", flush=True)
+    log.info(f"resumed from {path} at epoch {state.epoch + 1}, iteration {state.step}")
     return state
 
 
@@ -203,8 +205,8 @@ def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm) ->
             state.best = {"err": err, "epoch": state.epoch, "test_err": record["test_err"]}
         state.history.append(record)
         run.logger.record(record)
-        bar.write(f"epoch {state.epoch}  train err {totals.err:.2f}%  {run.select} err {err:.2f}%  "
-                  f"({totals.images / totals.seconds:.0f} img/s)", file=sys.stdout)
+        log.info(f"epoch {state.epoch}  train err {totals.err:.2f}%  {run.select} err {err:.2f}%  "
+                 f"({totals.images / totals.seconds:.0f} img/s)")
     run.logger.scalars(scalars, state.epoch)
     bar.update(1)
     keep = run.cfg.train.keep_last
@@ -230,11 +232,13 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     run_dir = Path(distributed.broadcast(str(run_dir), dist))
     done = finished_summary(cfg, run_dir)
     if done is not None:
-        print(f"{run_dir} already holds this run, finished (test error {done['final_test_err']:.2f}%); skipped")
+        log.info(f"{run_dir} already holds this run, finished (test error {done['final_test_err']:.2f}%); skipped")
         return done
     resume_from = checkpoint_to_resume(cfg.resume, run_dir)
+    if dist.is_main:
+        log.info(f"run folder: {run_dir}")
     run = setup(cfg, run_dir, list(overrides or []), device, dist)
-    state = restore(run, resume_from) if resume_from is not None else TrainState()
+    state = restore(run, *resume_from) if resume_from is not None else TrainState()
     run.logger = RunLogger(run_dir, state.history, enabled=dist.is_main)
     if dist.is_main:
         ckpt_io.remove_stale_temporaries(run_dir)
@@ -279,14 +283,40 @@ def _finish(run: Run, state: TrainState, wall_s: float) -> dict[str, Any]:
         "best_on": run.select,
         "wall_time_s": wall_s,
         "img_per_s": state.train_images / state.train_seconds if state.train_seconds else None,
+        "config": asdict(cfg),  # the report tells arms apart by it
     }
     if "test_err5" in final:
         summary["final_test_err5"] = final["test_err5"]
     results = {k: summary[k] for k in ("final_test_err", "best_test_err") if summary[k] is not None}
-    run.logger.hparams(asdict(cfg), results)
+    run.logger.hparams(hparams(cfg, run.overrides), results)
     run.logger.summary(summary)
     run.logger.close()
+    if run.dist.is_main:
+        log.info(f"finished: test error {_pct(summary['final_test_err'])} (best {_pct(summary['best_test_err'])} at "
+                 f"epoch {summary['best_epoch']}); run folder: {run.run_dir}")
     return summary
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+# What a reader compares across runs in TensorBoard's HParams tab, besides what the command line set.
+HPARAMS = ("model", "data.name", "optim.name", "optim.lr", "optim.weight_decay", "sched.name", "train.batch_size",
+           "train.epochs", "train.iterations", "seed")
+
+
+def hparams(cfg: Config, overrides: list[str]) -> dict[str, Any]:
+    """The command line's keys (a sweep's swept ones among them) and HPARAMS, with their values;
+    a config group the command line chose (optim=adam) by its option name."""
+    flat = flatten(asdict(cfg))
+    out: dict[str, Any] = {"model": cfg.model.label}
+    for key in [*HPARAMS[1:], *(o.lstrip("+~").split("=", 1)[0] for o in overrides)]:
+        if key in flat:
+            out[key] = flat[key]
+        elif key not in out:  # a group: model=resnet56, experiment=blog/original
+            out[key] = next(o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key)
+    return {k: v for k, v in out.items() if k not in ("mode", "ckpt", "resume") and v is not None}
 
 
 def _interrupted(stop: GracefulStop, state: TrainState, run: Run) -> Interrupted:
@@ -294,8 +324,8 @@ def _interrupted(stop: GracefulStop, state: TrainState, run: Run) -> Interrupted
     signum = stop.signum or signal.SIGTERM
     last = run.run_dir / "last.pt"
     return Interrupted(f"interrupted by {signal.Signals(signum).name} in epoch {state.epoch + 1} at iteration "
-                       f"{state.step}; the state is saved in {last}. Resume with: "
-                       f"{resume_command(run.overrides, last)}", signum, stop.previous(signum))
+                       f"{state.step}; the state is saved in {last}. Resume in the same folder with: "
+                       f"{resume_command(run.overrides, run.run_dir)}", signum, stop.previous(signum))
 
 
 def _global_totals(totals: EpochTotals, dist: Dist, device: torch.device) -> EpochTotals:

@@ -60,8 +60,33 @@ def test_hparams_are_in_the_run_event_file(trained):
     content = acc.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in content
     info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert info.hparams["model.depth"].number_value == 8
-    assert info.hparams["optim.name"].string_value == "sgd"
+    assert info.hparams["model.depth"].number_value == 8  # set on the command line
+    assert info.hparams["optim.name"].string_value == "sgd"  # one of the fixed few
+    assert info.hparams["model"].string_value == "resnet-8" and info.hparams["data"].string_value == "cifar10_sample"
+    assert "data.root" not in info.hparams and "ckpt" not in info.hparams and len(info.hparams) < 20
+
+
+@pytest.mark.slow
+def test_the_run_folder_is_printed_and_keeps_the_log(trained):
+    run, proc = trained
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run folder: {run}" and lines[-1].endswith(f"run folder: {run}")
+    assert lines[-1].startswith("finished: test error ")
+    log = (run / "resnet_train.log").read_text()
+    assert "[resnet_train.train][INFO] - epoch 2  train err" in log
+
+
+@pytest.mark.slow
+def test_eval_defaults_to_the_checkpoints_data_and_names_the_model(trained, tmp_path):
+    run, _ = trained
+    proc = run_cli("mode=eval", f"ckpt={run / 'last.pt'}", "model=resnet110", "data.num_workers=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: model=resnet110 ignored: the model is the checkpoint's own" in proc.stdout
+    assert "model       resnet-8 (basic blocks, original unit, shortcut A)" in proc.stdout
+    assert "data        cifar10_sample test split, 200 images" in proc.stdout  # the training run's test_size
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["test_err"] == pytest.approx(json.loads((run / "summary.json").read_text())["final_test_err"])
+    assert not (tmp_path / "outputs").exists()  # eval writes no run folder
 
 
 @pytest.mark.slow
@@ -93,6 +118,31 @@ def test_multirun_sweep_makes_one_folder_per_job(tmp_path):
     assert len(summaries) == 2
     assert sorted(json.loads(p.read_text())["overrides"][0] for p in summaries) == ["optim=adam", "optim=sgd"]
     assert all(len(list(p.parent.joinpath("tb").iterdir())) == 1 for p in summaries)
+    # TensorBoard names a run by its folder: the job number and the values it sweeps.
+    assert sorted(p.parent.name for p in summaries) == ["0_optim=sgd", "1_optim=adam"]
+    acc = scalar_tags(sweep / "1_optim=adam")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["optim"].string_value == "adam" and hparams["optim.name"].string_value == "adam"
+
+
+@pytest.mark.slow
+def test_info_mode_and_refused_runs_leave_no_run_folder(tmp_path):
+    assert run_cli("mode=info", cwd=tmp_path).returncode == 0
+    assert run_cli("optim.lr=0", cwd=tmp_path).returncode == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_help_is_the_apps_own(tmp_path):
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for text in ("resnet-train: train and study the ResNet family", "mode=...", "experiment/blog:",
+                 "resnet-train -sc install=bash", "outputs/DATE/TIME"):
+        assert text in proc.stdout, text
+    assert "powered by Hydra" not in proc.stdout
 
 
 @pytest.mark.slow

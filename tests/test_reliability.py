@@ -3,6 +3,7 @@
 import errno
 import json
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,11 +37,14 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "interrupted by SIGTERM" in err and f"resume={run / 'last.pt'}" in err
+    assert "interrupted by SIGTERM" in err
     saved = load_checkpoint(run / "last.pt")
     assert saved["epoch"] in (1, 2)  # mid-epoch 2, or at its end if the signal came late
 
-    resumed = run_cli(*args, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path)
+    # The printed command continues in the same folder.
+    hint = shlex.split(err.split("Resume in the same folder with: ")[1].strip())
+    assert hint[0] == "resnet-train" and f"hydra.run.dir={run}" in hint and "resume=auto" in hint
+    resumed = run_cli(*hint[1:], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(run / "last.pt")
     assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
@@ -159,8 +163,8 @@ def test_nan_in_a_sweep_fails_only_that_job(tmp_path):
     assert proc.returncode == 1
     assert "NaN or infinite at iteration" in proc.stderr and "learning rate 1e+12" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert (sweep / "0" / "summary.json").is_file()
-    assert not (sweep / "1" / "summary.json").exists()
+    assert (sweep / "0_optim.lr=0.05" / "summary.json").is_file()
+    assert not (sweep / "1_optim.lr=1e12" / "summary.json").exists()
 
 
 # ---------------------------------------------------------------- bad input, through the CLI
@@ -200,6 +204,12 @@ def test_bad_checkpoints_for_eval(cli, tmp_path):
     junk.write_text("not a checkpoint")
     code, err = cli("mode=eval", f"ckpt={junk}", "hydra.run.dir=run")
     assert code == 1 and "is not a readable checkpoint" in our_line(err)
+    # Whole sentences, and never torch's advice to unpickle a foreign file.
+    junk.write_bytes(bytes(range(256)) * 4)
+    code, err = cli("mode=eval", f"ckpt={junk}", "hydra.run.dir=run")
+    assert our_line(err) == (f"resnet-train: error: {junk} is not a readable checkpoint: it is not a file written "
+                             f"by torch.save with tensors and plain data only")
+    assert "weights_only" not in err
     code, err = cli("mode=eval", f"ckpt={tmp_path / 'absent.pt'}", "hydra.run.dir=run")
     assert code == 1 and "does not exist" in our_line(err)
     other = tmp_path / "other.pt"
@@ -237,3 +247,27 @@ def test_output_folder_that_cannot_be_written(cli, tmp_path):
 def test_cuda_requested_without_gpu(cli):
     code, err = cli("device=cuda", "data=cifar10_sample", "hydra.run.dir=run")
     assert code == 1 and "device=cuda but no CUDA GPU is visible" in our_line(err)
+
+
+@pytest.mark.slow
+def test_resume_auto_steps_over_a_truncated_last_pt(tiny, tmp_path, caplog):
+    from resnet_train.train import train
+
+    cfg = tiny(epochs=2)
+    cfg.train.keep_last = 2
+    train(cfg, tmp_path)
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    cfg = tiny(epochs=3, resume="auto")
+    cfg.train.keep_last = 2
+    with caplog.at_level("WARNING"):
+        summary = train(cfg, tmp_path)
+    assert "last.pt is not a readable checkpoint: it is truncated" in caplog.text
+    assert "resuming from epoch_0002.pt instead" in caplog.text
+    assert summary["epochs"] == 3 and load_checkpoint(last)["epoch"] == 3
+    # With nothing readable beside it, the error names the file and the way out.
+    for path in tmp_path.glob("*.pt"):
+        path.write_bytes(b"PK")
+    with pytest.raises(CheckpointError, match="last.pt is not a readable checkpoint.*no readable epoch_NNNN.pt "
+                                              "or best.pt lies beside it; move it aside"):
+        train(tiny(epochs=4, resume="auto"), tmp_path)

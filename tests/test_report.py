@@ -104,3 +104,23 @@ def test_screening_runs_stay_apart_from_full_runs(tmp_path):
     assert "BN after the addition is at least 3 points worse than the original: agrees (20.00, 25.00)" in screen
     copied = {p.parent.name for p in (tmp_path / "results").rglob("summary.json")}
     assert copied == {"seed0", "seed1", "screening0.25_seed0"}
+
+
+def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypatch):
+    """A -m optim=sgd,adam sweep is two arms, not two seeds of one."""
+    runs = [("sgd", 0, 10.0, "/a"), ("sgd", 1, 11.0, "/b"), ("adam", 0, 14.0, "/a")]
+    for n, (optim, seed, err, root) in enumerate(runs):
+        fake_run(tmp_path / "sweep" / str(n), "blog/original", "resnet-110", seed, err)
+        summary = tmp_path / "sweep" / str(n) / "summary.json"
+        config = {"seed": seed, "optim": {"name": optim, "lr": 0.1}, "data": {"root": root}}  # root: where, not what
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "config": config}))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "report" / "results.md"
+    assert main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| blog/original [optim.name=adam] | resnet-110 | 1 | 14.00 ± 0.00 | 3 | 6.97 | +0.00 |" in text
+    assert "| blog/original [optim.name=sgd] | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | -3.50 |" in text
+    assert "| blog/original | resnet-110 |" not in text
+    assert not list(work.iterdir())  # with --out, nothing lands in the working directory
