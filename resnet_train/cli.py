@@ -93,7 +93,6 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = f"resnet-train: error: {exc}"
-        log.debug(message)  # into the run's log file
         _remove_if_empty(output_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise UserError(message) from None

@@ -310,12 +310,13 @@ def hparams(cfg: Config, overrides: list[str]) -> dict[str, Any]:
     """The command line's keys (a sweep's swept ones among them) and HPARAMS, with their values;
     a config group the command line chose (optim=adam) by its option name."""
     flat = flatten(asdict(cfg))
+    given = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
     out: dict[str, Any] = {"model": cfg.model.label}
-    for key in [*HPARAMS[1:], *(o.lstrip("+~").split("=", 1)[0] for o in overrides)]:
+    for key in [*HPARAMS[1:], *given]:
         if key in flat:
             out[key] = flat[key]
-        elif key not in out:  # a group: model=resnet56, experiment=blog/original
-            out[key] = next(o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key)
+        elif key not in out:  # a group: optim=adam
+            out[key] = given[key]
     return {k: v for k, v in out.items() if k not in ("mode", "ckpt", "resume") and v is not None}
 
 
