@@ -213,3 +213,9 @@ def test_num_classes_is_checked_as_a_data_key(compose):
 def test_invalid_models_end_the_command_with_one_line(cli, spec, message):
     code, err = cli(*(f"model.{k}={v}" for k, v in spec.items()), "hydra.run.dir=run")
     assert code == 1 and re.match("resnet-train: error: model." + message, our_line(err))
+
+
+def test_labels_are_the_papers_names():
+    assert ModelSpec(family="wrn", depth=28, widen_factor=10).label == "wrn-28-10"  # mode=info once said wrn-28
+    assert ModelSpec(family="preresnet", depth=1001).label == "preresnet-1001"
+    assert ModelSpec(depth=110, widen_factor=2).label == "resnet-110"
