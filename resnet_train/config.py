@@ -158,6 +158,15 @@ def sweep_subdir(num: int, swept: str) -> str:
     return f"{num}_{swept.replace('/', '-')}" if swept else str(num)
 
 
+def override_keys(overrides: list[str]) -> dict[str, str | None]:
+    """A command line's overrides as key -> value ("optim=adam" -> optim: adam; "~key" -> None)."""
+    out: dict[str, str | None] = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        out[key] = None if o.startswith("~") else value
+    return out
+
+
 def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf

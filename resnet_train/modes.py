@@ -8,7 +8,7 @@ from typing import Any
 
 from . import checkpoint as ckpt_io
 from .checkpoint import CheckpointError
-from .config import Config, DataConfig, ModelConfig
+from .config import Config, DataConfig, ModelConfig, override_keys
 from .data import build_datasets, make_loader, wants_top5
 from .distributed import resolve_device
 from .engine import evaluate
@@ -38,7 +38,7 @@ def describe(cfg: Config) -> dict[str, Any]:
 def _eval_data(cfg: Config, saved: dict[str, Any], overrides: list[str]) -> DataConfig:
     """The checkpoint's own data settings, with the command line's data.* values on top; a
     data=NAME on the command line replaces them all."""
-    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    keys = override_keys(overrides)
     if "data" in keys:
         return cfg.data
     data = DataConfig(**saved)
@@ -56,7 +56,7 @@ def evaluate_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict
     device = resolve_device(cfg.device)
     state = ckpt_io.load_checkpoint(cfg.ckpt)
     spec = ModelConfig(**state["config"]["model"])
-    ignored = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "model"]
+    ignored = [o for o in overrides if o.lstrip("+~").startswith(("model=", "model."))]
     if ignored:
         log.info(f"note: {' '.join(ignored)} ignored: the model is the checkpoint's own")
     data_cfg = _eval_data(cfg, state["config"]["data"], overrides)

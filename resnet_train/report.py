@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import published
+from .metrics import flatten
 
 
 @dataclass(frozen=True)
@@ -109,16 +110,9 @@ NOT_THE_ARM = ("seed", "mode", "device", "ckpt", "resume", "data.root", "data.do
                "train.progress", "train.eval_every", "train.keep_last", "train.eval_batch_size")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def _arm_config(summary: dict) -> dict:
     """What the run trained: its config without NOT_THE_ARM (empty for summaries that predate it)."""
-    return {k: v for k, v in _flat(summary.get("config") or {}).items() if k not in NOT_THE_ARM}
+    return {k: v for k, v in flatten(summary.get("config") or {}).items() if k not in NOT_THE_ARM}
 
 
 def _variant_labels(configs: list[dict]) -> list[str]:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed
 from .checkpoint import TrainState
-from .config import Config, screened
+from .config import Config, override_keys, screened
 from .data import EpochSampler, build_datasets, build_loaders, wants_top5
 from .distributed import AgreedStop, Dist, resolve_device
 from .engine import EpochTotals, GraphedTrainStep, TrainStep, evaluate, train_epoch
@@ -310,7 +310,7 @@ def hparams(cfg: Config, overrides: list[str]) -> dict[str, Any]:
     """The command line's keys (a sweep's swept ones among them) and HPARAMS, with their values;
     a config group the command line chose (optim=adam) by its option name."""
     flat = flatten(asdict(cfg))
-    given = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
+    given = {k: v for k, v in override_keys(overrides).items() if v is not None}
     out: dict[str, Any] = {"model": cfg.model.label}
     for key in [*HPARAMS[1:], *given]:
         if key in flat:
