@@ -179,6 +179,12 @@ BAD_MODELS = [
     (dict(depth=20, unit="full_preact", relu_after_add=True), "relu_after_add=True but unit full_preact has no ReLU"),
     (dict(depth=20, unit="relu_before_add", relu_after_add=True), "relu_after_add=True .*no ReLU after the addition"),
     (dict(depth=8, unit="relu_before_add", zero_init_residual=True), "zero_init_residual=True cannot zero a branch"),
+    (dict(depth=20, shortcut="none", unit="full_preact"), "shortcut='none' \\(a plain net, He 2015 Sec. 4.2\\) is "
+                                                          "defined with unit=original only, not full_preact"),
+    (dict(family="wrn", depth=16, shortcut="none"), "shortcut='none' .* not full_preact"),
+    (dict(depth=20, shortcut="none", relu_after_add=False), "relu_after_add=False with shortcut=none leaves no "
+                                                            "nonlinearity"),
+    (dict(depth=20, shortcut="none", zero_init_residual=True), "zero_init_residual=True with shortcut=none zeroes"),
 ]
 BAD_IDS = [m.split(" ")[0] + "-" + "-".join(map(str, kw.values())) for kw, m in BAD_MODELS]
 
@@ -219,3 +225,33 @@ def test_labels_are_the_papers_names():
     assert ModelSpec(family="wrn", depth=28, widen_factor=10).label == "wrn-28-10"  # mode=info once said wrn-28
     assert ModelSpec(family="preresnet", depth=1001).label == "preresnet-1001"
     assert ModelSpec(depth=110, widen_factor=2).label == "resnet-110"
+    assert ModelSpec(depth=56, shortcut="none").label == "plain-56"
+
+
+def traced_ops(model: nn.Module) -> list[str]:
+    """Every module type and function a traced forward pass calls, in order."""
+    out = []
+    for node in fx.symbolic_trace(model).graph.nodes:
+        if node.op == "call_module":
+            out.append(type(model.get_submodule(node.target)).__name__)
+        elif node.op == "call_function":
+            out.append(getattr(node.target, "__name__", str(node.target)))
+    return out
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_plain_nets_have_no_shortcut_and_the_resnets_parameters(compose, depth):
+    plain, resnet = build_model(preset(compose, f"plain{depth}")), build_model(preset(compose, f"resnet{depth}"))
+    ops = traced_ops(plain)
+    assert "add" not in ops and "pad" not in ops and "PadShortcut" not in ops
+    layers = [op for op in ops if op in ("Conv2d", "BatchNorm2d", "ReLU")]
+    assert layers == ["Conv2d", "BatchNorm2d", "ReLU"] * (depth - 1)  # He 2015 Fig. 3 (middle): conv-BN-ReLU
+    assert traced_ops(resnet).count("add") == 3 * (depth - 2) // 6  # the same tracer sees every addition
+    assert count_params(plain) == count_params(resnet)  # shortcut A adds no parameters
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in resnet.state_dict().items()}
+
+
+def test_plain_net_trains_every_parameter():
+    model = net(depth=8, shortcut="none", num_classes=7)
+    model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -40,7 +40,8 @@ UNIT_LAYOUTS = {
     "full_preact": UnitLayout(("bn", "relu"), (), ()),  # (e)
 }
 UNITS = tuple(UNIT_LAYOUTS)
-SHORTCUTS = ("A", "B", "C")
+# "none": no shortcut at all, He 2015's plain baseline (Sec. 4.2, Fig. 3 middle).
+SHORTCUTS = ("A", "B", "C", "none")
 BOTTLENECK_STRIDES = ("3x3", "1x1")
 # Where a pre-activation unit applies its `before` layers (fb.resnet.torch models/preresnet.lua@985e569:59-71):
 # "branch" inside the residual branch, so the shortcut sees the raw input (every unit but a stage's
@@ -112,9 +113,11 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
 
-def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, with_bn: bool) -> nn.Module:
+def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, with_bn: bool) -> nn.Module | None:
     """Shortcut types of He 2015, Sec. 3.3 and Table 3: A pads, B projects only where the shape
-    changes, C projects everywhere."""
+    changes, C projects everywhere; "none" has no shortcut (the plain nets of Sec. 4.2)."""
+    if kind == "none":
+        return None
     reshapes = stride != 1 or in_channels != out_channels
     if kind == "A":
         if in_channels > out_channels:
@@ -142,7 +145,8 @@ def branch_output_scale(unit: ResidualUnit) -> nn.Module:
 
 
 class ResidualUnit(nn.Module):
-    """branch(x) + shortcut(x), laid out by the unit's row of UNIT_LAYOUTS.
+    """branch(x) + shortcut(x), laid out by the unit's row of UNIT_LAYOUTS; with shortcut="none",
+    branch(x) alone, which makes the plain nets of He 2015 Sec. 4.2 from the same layers.
 
     `entry` (PREACT_ENTRIES) says where a pre-activation unit applies its `before` layers: a
     stage's first unit applies them before the split, so its shortcut, whatever its kind, takes
@@ -173,4 +177,7 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.preact(x)
-        return self.after_add(self.branch(y) + self.shortcut(y if self.shortcut_sees_preact else x))
+        out = self.branch(y)
+        if self.shortcut is not None:
+            out = out + self.shortcut(y if self.shortcut_sees_preact else x)
+        return self.after_add(out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .blocks import BLOCK_SHAPES, BOTTLENECK_STRIDES, SHORTCUTS, UNIT_LAYOUTS, UNITS
+from .blocks import BLOCK_SHAPES, BOTTLENECK_STRIDES, SHORTCUTS, UNIT_LAYOUTS, UNITS, layout_for
 
 STEMS = ("cifar", "imagenet")
 
@@ -74,7 +74,7 @@ class ModelSpec:
     stem: str = "cifar"  # cifar (32 px) | imagenet (224 px)
     unit: Optional[str] = None  # Identity Mappings Fig. 4 unit (UNIT_LAYOUTS); null: the family's own
     relu_after_add: Optional[bool] = None  # Torch blog switch; null: the unit's own definition
-    shortcut: str = "A"  # A | B | C (He 2015 Sec. 3.3)
+    shortcut: str = "A"  # A | B | C (He 2015 Sec. 3.3) | none (the plain nets of Sec. 4.2)
     widen_factor: int = 1
     dropout: float = 0.0  # probability, before the last conv of each unit
     zero_init_residual: bool = False
@@ -86,9 +86,13 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        """resnet-110, preresnet-1001, wrn-28-10: the names the papers' tables use."""
+        """resnet-110, preresnet-1001, wrn-28-10, plain-56: the names the papers use."""
         widen = f"-{self.widen_factor}" if self.family == "wrn" else ""
-        return f"{self.family}-{self.depth}{widen}"
+        return f"{'plain' if self.plain else self.family}-{self.depth}{widen}"
+
+    @property
+    def plain(self) -> bool:
+        return self.shortcut == "none"
 
     def check(self, num_classes: int = 10) -> tuple[int, ...]:
         """Raises ModelError for the first rule broken, without building anything; returns the
@@ -114,7 +118,25 @@ class ModelSpec:
             raise ModelError("zero_init_residual", True, f"cannot zero a branch that ends in a ReLU (unit "
                                                          f"{self.resolved_unit}): it would output 0 and never get a "
                                                          f"gradient; leave zero_init_residual false")
+        if self.plain:
+            self._check_plain()
         return self._units_per_stage()
+
+    def _check_plain(self) -> None:
+        """He 2015 defines the plain net (Sec. 4.2, Fig. 3 middle) with the original unit's layers:
+        conv-BN-ReLU throughout. Without the addition, the other units of Identity Mappings Fig. 4
+        give that same stack with its first or last layer moved, so they are refused as undefined."""
+        if self.resolved_unit != "original":
+            raise ModelError("shortcut", "none", f"(a plain net, He 2015 Sec. 4.2) is defined with unit=original only, "
+                                                 f"not {self.resolved_unit}: without the addition the units of "
+                                                 f"Identity Mappings Fig. 4 are one conv-BN-ReLU stack; use "
+                                                 f"family=resnet and leave unit unset")
+        if "relu" not in layout_for(self.resolved_unit, self.relu_after_add).after_add:
+            raise ModelError("relu_after_add", False, "with shortcut=none leaves no nonlinearity between two "
+                                                      "units' convs; leave relu_after_add unset")
+        if self.zero_init_residual:
+            raise ModelError("zero_init_residual", True, "with shortcut=none zeroes every unit's output, and the "
+                                                         "net would output a constant; leave zero_init_residual false")
 
     def _units_per_stage(self) -> tuple[int, ...]:
         family = FAMILIES[self.family]
