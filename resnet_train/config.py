@@ -12,7 +12,7 @@ from .models import ModelError, ModelSpec
 NORMALIZATIONS = ("channel", "pixel", "pixel_global_std")
 SAMPLERS = ("shuffle", "replacement")
 
-MODES = ("train", "eval", "info")
+MODES = ("train", "eval", "info", "analyze")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta")
 SCHEDULES = ("multistep", "step", "cosine", "constant")
@@ -22,6 +22,7 @@ DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "cifar10_
 AUGMENTATIONS = ("cifar", "imagenet", "none")
 PAD_MODES = ("zero", "black", "reflect")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+GRAD_NORM_GROUPS = ("stage", "unit")
 
 
 # The model section is the model layer's own spec: its fields, defaults and rules live there.
@@ -120,14 +121,18 @@ class TrainConfig:
     # or iterations, every milestone and step_size scaled and rounded; the warm-up (iterations)
     # stays. Reports keep such runs apart from full ones.
     screening: float = 1.0
+    # Every N iterations, log to TensorBoard the gradient norm of each part of the network
+    # (grad_norm/...), by stage or by residual unit; 0: off. The run's weights are the same either way.
+    grad_norm_every: int = 0
+    grad_norm_by: str = "stage"  # stage | unit
 
 
 @dataclass
 class Config:
-    mode: str = "train"  # train | eval | info
+    mode: str = "train"  # train | eval | info | analyze
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    ckpt: Optional[str] = None  # checkpoint for mode=eval
+    ckpt: Optional[str] = None  # checkpoint for mode=eval and mode=analyze
     resume: Optional[str] = None  # auto or a path to last.pt
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -267,8 +272,10 @@ def validate(cfg: Config) -> None:
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
     _non_negative("train.keep_last", t.keep_last)
+    _non_negative("train.grad_norm_every", t.grad_norm_every, " iterations (0: off)")
+    _choice("train.grad_norm_by", t.grad_norm_by, GRAD_NORM_GROUPS)
     if not 0.0 < t.screening <= 1.0:
         raise ValueError(f"train.screening is a fraction of the recipe's length in (0, 1], got {t.screening} "
                          f"(e.g. train.screening=0.25)")
-    if cfg.mode == "eval" and not cfg.ckpt:
-        raise ValueError("mode=eval needs a checkpoint: add ckpt=PATH/TO/last.pt")
+    if cfg.mode in ("eval", "analyze") and not cfg.ckpt:
+        raise ValueError(f"mode={cfg.mode} needs a checkpoint: add ckpt=PATH/TO/last.pt")

@@ -10,11 +10,14 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from .analysis import GradNorms
 
 
 class DivergenceError(Exception):
@@ -92,9 +95,12 @@ class TrainStep:
         loss.backward()
         self.sums.add(loss.detach(), logits.detach(), y)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, observe: Callable[[], None] | None = None) -> None:
+        """`observe` runs between backward and the optimizer step (e.g. GradNorms.record)."""
         self.optimizer.zero_grad(set_to_none=True)
         self._forward_backward(x, y)
+        if observe is not None:
+            observe()
         self.optimizer.step()
 
 
@@ -115,15 +121,17 @@ class GraphedTrainStep(TrainStep):
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.grads: list[torch.Tensor | None] = []
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, observe: Callable[[], None] | None = None) -> None:
         if self.graph is not None and x.shape == self.x.shape:
             self.x.copy_(x)
             self.y.copy_(y)
             self.graph.replay()
+            if observe is not None:
+                observe()
             self.optimizer.step()
             return
         if self.graph is not None:  # another batch size: eager, then the graph's gradients back in place
-            super().__call__(x, y)
+            super().__call__(x, y, observe)
             for p, g in zip(self.params, self.grads, strict=True):
                 p.grad = g
             return
@@ -132,7 +140,7 @@ class GraphedTrainStep(TrainStep):
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                super().__call__(x, y)
+                super().__call__(x, y, observe)
             torch.cuda.current_stream(self.device).wait_stream(side)
             return
         self.optimizer.zero_grad(set_to_none=True)
@@ -144,6 +152,8 @@ class GraphedTrainStep(TrainStep):
             self._forward_backward(self.x, self.y)
         self.grads = [p.grad for p in self.params]
         self.graph.replay()
+        if observe is not None:
+            observe()
         self.optimizer.step()
 
 
@@ -151,11 +161,13 @@ def train_epoch(step_fn: TrainStep, batches: Iterable, *,
                 lr_fn: Callable[[int], float], step: int, max_steps: int,
                 totals: EpochTotals | None = None, channels_last: bool = False, progress: bool = False,
                 desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False,
-                reset_at: Callable[[int], bool] = lambda step: False) -> tuple[EpochTotals, bool]:
+                reset_at: Callable[[int], bool] = lambda step: False,
+                grad_norms: GradNorms | None = None) -> tuple[EpochTotals, bool]:
     """Trains with `step_fn` over `batches` from global iteration `step` until the batches end,
     max_steps is reached, or stop() turns true after a step. Returns the epoch's totals
     (continuing `totals`) and whether stop() ended it early. The LR is set from lr_fn before each
-    step; where reset_at(step) holds, the optimizer's state is cleared first."""
+    step; where reset_at(step) holds, the optimizer's state is cleared first. `grad_norms`
+    records the gradients' norms at the iterations it is due."""
     step_fn.model.train()
     device = step_fn.device
     totals = totals or EpochTotals()
@@ -175,7 +187,8 @@ def train_epoch(step_fn: TrainStep, batches: Iterable, *,
         for group in step_fn.optimizer.param_groups:
             group["lr"] = lr_fn(step)
         x, y = _to(batch, device, channels_last)
-        step_fn(x, y)
+        due = grad_norms is not None and grad_norms.due(step)
+        step_fn(x, y, partial(grad_norms.record, step) if due else None)
         images += y.shape[0]
         steps += 1
         step += 1

@@ -1,18 +1,25 @@
-"""The two modes besides training: `mode=info` (describe) and `mode=eval` (evaluate_checkpoint)."""
+"""The modes besides training: `mode=info` (describe), `mode=eval` (evaluate_checkpoint) and
+`mode=analyze` (analyze_checkpoint)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from . import checkpoint as ckpt_io
+from .analysis import layer_responses, write_responses
 from .checkpoint import CheckpointError
 from .config import Config, DataConfig, ModelConfig, override_keys
 from .data import build_datasets, make_loader, wants_top5
 from .distributed import resolve_device
 from .engine import evaluate
-from .models import build_model
+from .models import ModelSpec, build_model
 from .models.summary import model_summary
 
 log = logging.getLogger(__name__)
@@ -49,10 +56,26 @@ def _eval_data(cfg: Config, saved: dict[str, Any], overrides: list[str]) -> Data
     return data
 
 
-def evaluate_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
-    """`mode=eval`: the model comes from the checkpoint's config, and so does the data unless
-    the command line overrides it (`overrides`: the command line's, as Hydra passes them)."""
-    overrides = list(overrides or [])
+@dataclass
+class Loaded:
+    """A checkpoint's model, ready on the device, and the data to run it on."""
+
+    spec: ModelSpec
+    model: nn.Module
+    data_cfg: DataConfig
+    state: dict[str, Any]
+    device: torch.device
+
+    def test_loader(self, cfg: Config):
+        data = build_datasets(self.data_cfg, cfg.seed)
+        log.info(f"data        {self.data_cfg.name} test split, {len(data.evals['test'])} images")
+        return make_loader(data.evals["test"], cfg.train.eval_batch_size, num_workers=self.data_cfg.num_workers,
+                           pin_memory=self.device.type == "cuda")
+
+
+def load_for_testing(cfg: Config, overrides: list[str]) -> Loaded:
+    """The model comes from the checkpoint's config, and so does the data unless the command
+    line overrides it (`overrides`: the command line's, as Hydra passes them)."""
     device = resolve_device(cfg.device)
     state = ckpt_io.load_checkpoint(cfg.ckpt)
     spec = ModelConfig(**state["config"]["model"])
@@ -65,19 +88,42 @@ def evaluate_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{cfg.ckpt} does not fit its model config ({str(exc).splitlines()[0]})") from exc
-    model.to(device)
     log.info(f"model       {spec.label} ({spec.block} blocks, {spec.resolved_unit} unit, shortcut {spec.shortcut}), "
              f"from {cfg.ckpt}, epoch {state['epoch']}")
-    data = build_datasets(data_cfg, cfg.seed)
-    loader = make_loader(data.evals["test"], cfg.train.eval_batch_size, num_workers=data_cfg.num_workers,
-                         pin_memory=device.type == "cuda")
-    res = evaluate(model, loader, device=device, amp=cfg.train.amp and device.type == "cuda",
-                   top5=wants_top5(data_cfg))
     saved_data = state["config"]["data"]["name"]
     if saved_data != data_cfg.name:
         log.info(f"note: the checkpoint was trained on {saved_data}; evaluating on {data_cfg.name}")
-    log.info(f"data        {data_cfg.name} test split, {len(data.evals['test'])} images")
+    return Loaded(spec, model.to(device), data_cfg, state, device)
+
+
+def evaluate_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:
+    """`mode=eval`: a checkpoint's test error (load_for_testing says which model and data)."""
+    run = load_for_testing(cfg, list(overrides or []))
+    res = evaluate(run.model, run.test_loader(cfg), device=run.device, amp=cfg.train.amp and run.device.type == "cuda",
+                   top5=wants_top5(run.data_cfg))
     log.info(f"test loss {res['loss']:.4f}, test err {res['err']:.2f}%")
-    log.info(json.dumps({"ckpt": str(cfg.ckpt), "model": spec.label, "epoch": state["epoch"],
+    log.info(json.dumps({"ckpt": str(cfg.ckpt), "model": run.spec.label, "epoch": run.state["epoch"],
                          **{f"test_{k}": v for k, v in res.items()}}))
     return res
+
+
+def analyze_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[str, Any]:
+    """`mode=analyze`: the layer responses of He 2015 Fig. 7 over the test set, written beside the
+    checkpoint as NAME_responses.json and .png (fp32, whatever train.amp says)."""
+    run = load_for_testing(cfg, list(overrides or []))
+    layers = layer_responses(run.model, run.test_loader(cfg), run.device)
+    ckpt = Path(cfg.ckpt)
+    record = {"ckpt": ckpt.name, "model": run.spec.label, "experiment": run.state["config"].get("experiment"),
+              "seed": run.state["config"].get("seed"), "epoch": run.state["epoch"], "data": run.data_cfg.name,
+              "layers": layers}
+    path = ckpt.parent / f"{ckpt.stem}_responses.json"
+    try:
+        png = write_responses(path, record)
+    except OSError as exc:
+        raise OSError(f"cannot write the analysis beside {ckpt}: {exc.strerror}; copy the checkpoint to a writable "
+                      f"folder and pass that ckpt=") from None
+    stds = [r["std"] for r in layers]
+    log.info(f"layer responses: {len(stds)} 3x3 layers, std mean {sum(stds) / len(stds):.3f}, "
+             f"max {max(stds):.3f} ({layers[stds.index(max(stds))]['layer']})")
+    log.info(f"wrote {path} and {png}")
+    return record

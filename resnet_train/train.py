@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from . import distributed
+from .analysis import GradNorms, gradient_groups
 from .checkpoint import TrainState
 from .config import Config, override_keys, screened
 from .data import EpochSampler, build_datasets, build_loaders, wants_top5
@@ -68,6 +69,7 @@ class Run:
     reset_at: Callable[[int], bool]  # iteration -> clear the optimizer state before it
     amp: bool
     channels_last: bool
+    grad_norms: GradNorms | None  # train.grad_norm_every > 0, on rank 0
     logger: RunLogger | None = None  # opened once the run's history is known (after a resume)
 
     @property
@@ -148,10 +150,12 @@ def setup(cfg: Config, run_dir: Path, overrides: list[str], device: torch.device
                     total_steps=total_steps)
     reset_at = partial(drops_at, sched=cfg.sched, steps_per_epoch=steps_per_epoch) if cfg.sched.reset_state \
         else (lambda step: False)
+    every = cfg.train.grad_norm_every
+    grad_norms = GradNorms(gradient_groups(model, cfg.train.grad_norm_by), every) if every and dist.is_main else None
     return Run(cfg, run_dir, overrides, device, dist, model, optimizer, step_fn,
                eval_model=model if dist.active else step_model, sampler=sampler, train_loader=train_loader,
                eval_loaders=eval_loaders, num_epochs=num_epochs, total_steps=total_steps, lr_fn=lr_fn,
-               reset_at=reset_at, amp=amp, channels_last=channels_last)
+               reset_at=reset_at, amp=amp, channels_last=channels_last, grad_norms=grad_norms)
 
 
 def restore(run: Run, path: Path, ckpt: dict[str, Any]) -> TrainState:
@@ -175,8 +179,10 @@ def train_one_epoch(run: Run, state: TrainState, stop: Callable[[], bool], progr
     totals, stopped = train_epoch(run.step_fn, run.train_loader, lr_fn=run.lr_fn, step=state.step,
                                   max_steps=run.total_steps, totals=state.partial, channels_last=run.channels_last,
                                   progress=progress, stop=stop, desc=f"epoch {state.epoch + 1}/{run.num_epochs}",
-                                  reset_at=run.reset_at)
+                                  reset_at=run.reset_at, grad_norms=run.grad_norms)
     state.step = epoch_start + totals.steps
+    for step, norms in run.grad_norms.drain() if run.grad_norms else []:
+        run.logger.scalars({f"grad_norm/{name}": value for name, value in norms.items()}, step)
     return _global_totals(totals, run.dist, run.device), stopped
 
 

@@ -101,6 +101,20 @@ def test_eval_mode_reproduces_the_final_test_error(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_analyze_writes_one_response_per_3x3_layer(trained, tmp_path):
+    run, _ = trained
+    proc = run_cli("mode=analyze", f"ckpt={run / 'last.pt'}", "data.num_workers=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((run / "last_responses.json").read_text())
+    assert record["model"] == "resnet-8" and record["epoch"] == 2 and record["data"] == "cifar10_sample"
+    assert len(record["layers"]) == 7  # ResNet-8: the stem and 2 convs in each of 3 units, all 3x3
+    assert all(layer["std"] > 0 for layer in record["layers"])
+    assert (run / "last_responses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {run / 'last_responses.json'}" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only(trained):
     run, _ = trained
     state = torch.load(run / "last.pt", weights_only=True)

@@ -65,6 +65,9 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose, override, fragmen
 # Every bad value outside the model section (tests/test_models.py has those), with the line the
 # user gets; test_reliability.py runs the same table through the command.
 BAD_VALUES = [
+    (["train.grad_norm_every=-5"], "train.grad_norm_every must be >= 0 iterations (0: off), got -5"),
+    (["train.grad_norm_by=layer"], "train.grad_norm_by='layer' is not valid; choose one of stage, unit"),
+    (["mode=analyze"], "mode=analyze needs a checkpoint: add ckpt=PATH/TO/last.pt"),
     (["optim.lr=0"], "optim.lr must be positive, got 0.0"),
     (["optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),
     (["train.batch_size=0"], "train.batch_size must be positive, got 0"),

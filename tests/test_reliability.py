@@ -199,22 +199,23 @@ def test_corrupt_dataset_file(cli, tmp_path):
     assert code == 1 and "data_batch_1 is truncated or corrupt" in our_line(err)
 
 
-def test_bad_checkpoints_for_eval(cli, tmp_path):
+@pytest.mark.parametrize("mode", ["eval", "analyze"])
+def test_bad_checkpoints_for_eval_and_analyze(cli, tmp_path, mode):
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    code, err = cli("mode=eval", f"ckpt={junk}", "hydra.run.dir=run")
+    code, err = cli(f"mode={mode}", f"ckpt={junk}", "hydra.run.dir=run")
     assert code == 1 and "is not a readable checkpoint" in our_line(err)
     # Whole sentences, and never torch's advice to unpickle a foreign file.
     junk.write_bytes(bytes(range(256)) * 4)
-    code, err = cli("mode=eval", f"ckpt={junk}", "hydra.run.dir=run")
+    code, err = cli(f"mode={mode}", f"ckpt={junk}", "hydra.run.dir=run")
     assert our_line(err) == (f"resnet-train: error: {junk} is not a readable checkpoint: it is not a file written "
                              f"by torch.save with tensors and plain data only")
     assert "weights_only" not in err
-    code, err = cli("mode=eval", f"ckpt={tmp_path / 'absent.pt'}", "hydra.run.dir=run")
+    code, err = cli(f"mode={mode}", f"ckpt={tmp_path / 'absent.pt'}", "hydra.run.dir=run")
     assert code == 1 and "does not exist" in our_line(err)
     other = tmp_path / "other.pt"
     torch.save({"model": {}}, other)
-    code, err = cli("mode=eval", f"ckpt={other}", "hydra.run.dir=run")
+    code, err = cli(f"mode={mode}", f"ckpt={other}", "hydra.run.dir=run")
     assert code == 1 and "is not a resnet-train checkpoint" in our_line(err)
 
 
@@ -226,6 +227,9 @@ def test_checkpoint_of_a_different_model(tiny, cli, tmp_path):
     code, err = cli("mode=eval", f"ckpt={tmp_path / 'r8' / 'last.pt'}", "data=synthetic", "data.num_classes=100",
                     "hydra.run.dir=run")
     assert code == 1 and "does not fit its model config" in our_line(err)
+    (tmp_path / "r8" / "last_responses.json").mkdir()  # unwritable, even for root
+    code, err = cli("mode=analyze", f"ckpt={tmp_path / 'r8' / 'last.pt'}", "hydra.run.dir=run")
+    assert code == 1 and "cannot write the analysis beside" in our_line(err)
     code, err = cli("model.depth=14", f"resume={tmp_path / 'r8' / 'last.pt'}", "data=cifar10_sample",
                     "hydra.run.dir=run")
     assert code == 1 and "cannot resume: the config differs from the checkpoint's in model.depth (8 -> 14)" in err
