@@ -1,8 +1,9 @@
 """Our errors beside the published ones, per ablation arm (`resnet-train-report DIR...`).
 
-Reads run folders (summary.json, metrics.jsonl) anywhere below the given folders, groups them by
-(experiment, model) over seeds, and writes a Markdown table per published ablation, the checks
-of the expected orderings, and one PNG per table of test error against epoch.
+Reads run folders (summary.json, metrics.jsonl, and last_responses.json where mode=analyze ran)
+anywhere below the given folders, groups them by (experiment, model) over seeds, and writes a
+Markdown table per published ablation, the checks of the expected orderings, and one PNG per
+table of test error against epoch (He 2015 Fig. 6 and Fig. 7 for the plain-net analyses).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Group:
     title: str
     source: str
     arms: list[Arm]  # the first arm is the reference for deltas
+    kind: str = "errors"  # errors: test errors against the published ones; degradation: He 2015 Fig. 6
 
 
 def _arms(prefix: str, names: list[str], model: str) -> list[Arm]:
@@ -42,6 +44,7 @@ def _arms(prefix: str, names: list[str], model: str) -> list[Arm]:
 BLOG_UNITS = ["original", "no_relu_after_add", "bn_after_add", "bn_after_add_no_relu"]
 BLOG_OPTIM = ["original", "rmsprop", "adadelta", "adagrad", "adam"]
 UNITS = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
+DEGRADATION_DEPTHS = (20, 32, 44, 56)  # He 2015 Fig. 6 (left and middle)
 
 GROUPS = [
     *(Group(f"Torch blog: BN and ReLU around the addition, {m}", published.BLOG, _arms("blog", BLOG_UNITS, m))
@@ -50,6 +53,9 @@ GROUPS = [
             _arms("blog", BLOG_OPTIM, m)) for m in ("resnet-110", "resnet-56")),
     Group("He 2015 Table 6: depth", published.HE2015,
           [Arm(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]),
+    Group("He 2015 Fig. 6: plain nets against ResNets by depth (the degradation problem)", published.HE2015,
+          [Arm(f"he2015/{family}{d}", f"{family}-{d}") for family in ("plain", "resnet") for d in DEGRADATION_DEPTHS],
+          kind="degradation"),
     *(Group(f"Identity Mappings Table 2: residual units, {m}", published.HE2016, _arms("identity_mappings", UNITS, m))
       for m in ("resnet-164", "resnet-110")),
     Group("Identity Mappings Table 3: ResNet-1001", published.HE2016,
@@ -73,14 +79,30 @@ class Runs:
 
     errors: list[float] = field(default_factory=list)
     best_epochs: list[int] = field(default_factory=list)
-    curves: list[dict[int, float]] = field(default_factory=list)  # epoch -> test error
+    histories: list[list[dict]] = field(default_factory=list)  # each run's metrics.jsonl records
 
     def add(self, summary: dict, metrics: Path) -> None:
         self.errors.append(summary["final_test_err"])
         self.best_epochs.append(summary["best_epoch"])
         if metrics.is_file():
-            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            self.curves.append({r["epoch"]: r["test_err"] for r in records if "test_err" in r})
+            self.histories.append([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()])
+
+    def curves(self, x: str = "epoch", y: str = "test_err") -> list[dict[int, float]]:
+        """Per run: x (epoch or step) -> y (a metrics.jsonl key)."""
+        return [{r[x]: r[y] for r in h if y in r} for h in self.histories if h]
+
+    def mean_curve(self, x: str = "epoch", y: str = "test_err") -> tuple[list[int], list[float]]:
+        """The runs' mean of y at the x that every run has."""
+        curves = self.curves(x, y)
+        if not curves:
+            return [], []
+        xs = sorted(set.intersection(*(set(c) for c in curves)))
+        return xs, [statistics.fmean(c[v] for c in curves) for v in xs]
+
+    @property
+    def train_errors(self) -> list[float]:
+        """The last epoch's training error of each run (percent, over that epoch's batches)."""
+        return [h[-1]["train_err"] for h in self.histories if h and "train_err" in h[-1]]
 
     @property
     def n(self) -> int:
@@ -148,6 +170,67 @@ def variants(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> 
     return sorted((e, r) for (e, m), r in runs.items() if m == model and e.split(" [")[0] == experiment)
 
 
+RESPONSES = "last_responses.json"  # what mode=analyze writes for a run's last.pt
+
+
+def collect_responses(folders: list[Path]) -> dict[tuple[str, str], list[list[float]]]:
+    """(experiment, model) -> each analysed run's layer responses (std per 3x3 layer), from the
+    analysis of its final weights (RESPONSES)."""
+    out: dict[tuple[str, str], list[list[float]]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob(RESPONSES)):
+            record = json.loads(path.read_text())
+            key = (record.get("experiment") or "-", record["model"])
+            out.setdefault(key, []).append([layer["std"] for layer in record["layers"]])
+    return out
+
+
+def _depth(model: str) -> int:
+    return int(model.split("-")[1])
+
+
+def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: Path) -> list[str]:
+    """He 2015 Fig. 7: one row and one curve per (experiment, model), the mean over its runs, and
+    the paper's two claims checked on the mean response of each net."""
+    from .analysis import plot_responses
+
+    means = {key: [statistics.fmean(layer) for layer in zip(*runs, strict=True)] for key, runs in responses.items()}
+    lines = ["## Layer responses (He 2015 Fig. 7)", "",
+             "The std of each 3x3 layer's output (after BN, before ReLU and addition) over the test set, from "
+             f"`mode=analyze ckpt=RUN/last.pt` ({RESPONSES}); means over runs.", "",
+             "| experiment | model | n | layers | mean std | max std |", "|---|---|---|---|---|---|"]
+    for (experiment, model), stds in sorted(means.items()):
+        lines.append(f"| {experiment} | {model} | {len(responses[experiment, model])} | {len(stds)} | "
+                     f"{statistics.fmean(stds):.3f} | {max(stds):.3f} |")
+    models = [m for _, m in means]
+    labels = {key: key[1] if models.count(key[1]) == 1 else f"{key[1]} ({key[0]})" for key in means}
+    plot = out.parent / "plots" / "layer_responses.png"
+    plot_responses({labels[k]: v for k, v in sorted(means.items(), key=lambda kv: kv[0][1])}, plot,
+                   "Layer responses (He 2015 Fig. 7)")
+    level: dict[str, float] = {}  # model -> mean response; a model analysed in several experiments: the first
+    for (_, model), stds in sorted(means.items()):
+        level.setdefault(model, statistics.fmean(stds))
+    pairs = [(d, level[f"plain-{d}"], level[f"resnet-{d}"]) for d in sorted({_depth(m) for m in level})
+             if f"plain-{d}" in level and f"resnet-{d}" in level]
+    resnets = sorted((_depth(m), v) for m, v in level.items() if m.startswith("resnet-") and "-" not in m[7:])
+    lines += ["", f"![Layer responses](plots/{plot.name})", "", "Claims of He 2015 Sec. 4.2, on the mean std:", ""]
+    if pairs:
+        agree = all(r < p for _, p, r in pairs)
+        lines.append(f"- ResNets' responses are smaller than their plain counterparts': "
+                     f"{'agrees' if agree else 'DISAGREES'} "
+                     f"({', '.join(f'depth {d}: plain {p:.3f}, ResNet {r:.3f}' for d, p, r in pairs)})")
+    else:
+        lines.append("- ResNets' responses are smaller than their plain counterparts': not analysed yet (needs a "
+                     "plain and a ResNet of one depth)")
+    if len(resnets) > 1:
+        agree = all(a > b for (_, a), (_, b) in zip(resnets, resnets[1:], strict=False))
+        lines.append(f"- Deeper ResNets have smaller responses: {'agrees' if agree else 'DISAGREES'} "
+                     f"({', '.join(f'ResNet-{d} {v:.3f}' for d, v in resnets)})")
+    else:
+        lines.append("- Deeper ResNets have smaller responses: not analysed yet (needs ResNets of two depths)")
+    return lines + [""]
+
+
 def screening_fractions(folders: list[Path]) -> list[float]:
     return sorted({s.get("screening", 1.0) for _, s in finished_runs(folders)} - {1.0})
 
@@ -188,6 +271,65 @@ def _mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> flo
     return found[0][1].mean if found else None
 
 
+def _train_mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
+    """The arm's mean final training error (first config, as _mean)."""
+    found = variants(runs, experiment, model)
+    return statistics.fmean(found[0][1].train_errors) if found and found[0][1].train_errors else None
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+
+def degradation_table(runs: dict[tuple[str, str], Runs]) -> list[str]:
+    """He 2015 Fig. 6 as numbers: final training and test error by depth, plain beside ResNet."""
+    lines = ["| depth | plain n | plain training error % | plain test error % | ResNet n | ResNet training error % "
+             "| ResNet test error % |", "|---|---|---|---|---|---|---|"]
+    for d in DEGRADATION_DEPTHS:
+        row = f"| {d} |"
+        for family in ("plain", "resnet"):
+            found = variants(runs, f"he2015/{family}{d}", f"{family}-{d}")
+            r = found[0][1] if found else None
+            row += f" {r.n} | {_mean_std(r.train_errors)} | {_mean_std(r.errors)} |" if r else " 0 | not run | – |"
+        lines.append(row)
+    return lines
+
+
+def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path) -> bool:
+    """He 2015 Fig. 6: error against iterations, one panel per family; dashed training error,
+    bold test error, one colour per depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    drawn = False
+    for ax, family, name in zip(axes, ("plain", "resnet"), ("plain", "ResNet"), strict=True):
+        for color, d in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], DEGRADATION_DEPTHS, strict=False):
+            found = variants(runs, f"he2015/{family}{d}", f"{family}-{d}")
+            if not found:
+                continue
+            r = found[0][1]
+            steps, train = r.mean_curve("step", "train_err")
+            ax.plot(steps, train, "--", color=color, linewidth=1)
+            steps, test = r.mean_curve("step", "test_err")
+            ax.plot(steps, test, "-", color=color, linewidth=2, label=f"{name}-{d} (n={r.n})")
+            drawn = drawn or bool(steps)
+        ax.set(xlabel="iterations", title=f"{name} (dashed: training, bold: test)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    axes[0].set_ylabel("error (%)")
+    if drawn:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return drawn
+
+
 def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     """The orderings the papers report, checked on our means: agrees, DISAGREES or not run."""
 
@@ -205,7 +347,14 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
               if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-"]
     wrn = [_mean(runs, "wrn/wrn_28_10", "wrn-28-10")]
     speed = [_mean(runs, f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
+    plain_train = [_train_mean(runs, f"he2015/plain{d}", f"plain-{d}") for d in DEGRADATION_DEPTHS]
+    resnet_train = [_train_mean(runs, f"he2015/resnet{d}", f"resnet-{d}") for d in DEGRADATION_DEPTHS]
+    depths = " → ".join(map(str, DEGRADATION_DEPTHS))
     return [
+        verdict(f"He 2015 Fig. 6, plain nets: the final training error rises with depth {depths}", plain_train,
+                lambda *e: all(a < b for a, b in zip(e, e[1:], strict=False))),
+        verdict(f"He 2015 Fig. 6, ResNets: the final training error falls with depth {depths}", resnet_train,
+                lambda *e: all(a > b for a, b in zip(e, e[1:], strict=False))),
         verdict("He 2015: error falls with depth 20 → 110, and ResNet-110 is at least 2 points below ResNet-20", depth,
                 lambda *e: all(a > b for a, b in zip(e, e[1:], strict=False)) and e[0] - e[-1] >= 2.0),
         verdict("Blog, ResNet-110: BN after the addition is at least 3 points worse than the original",
@@ -234,12 +383,10 @@ def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> b
     drawn = False
     for arm in group.arms:
         for label, r in variants(runs, arm.experiment, arm.model):
-            if not r.curves:
-                continue
-            epochs = sorted(set.intersection(*(set(c) for c in r.curves)))
-            ax.plot(epochs, [statistics.fmean(c[e] for c in r.curves) for e in epochs],
-                    label=f"{label.split('/', 1)[-1]} (n={r.n})")
-            drawn = True
+            epochs, errors = r.mean_curve()
+            if epochs:
+                ax.plot(epochs, errors, label=f"{label.split('/', 1)[-1]} (n={r.n})")
+                drawn = True
     if drawn:
         ax.set(xlabel="epoch", ylabel="test error (%)", title=group.title)
         ax.set_ylim(bottom=0)
@@ -266,7 +413,8 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs]) -> lis
 
 
 def render(runs: dict[tuple[str, str], Runs], out: Path,
-           screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None) -> str:
+           screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None,
+           responses: dict[tuple[str, str], list[list[float]]] | None = None) -> str:
     lines = ["# Reproduction results", "", *([note, ""] if note else []),
              "Each row: the mean final test error over seeds (n runs), the mean epoch of the lowest test error, "
              "the published CIFAR-10 error, and both deltas to the group's first arm. Written by "
@@ -277,9 +425,15 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
         if not have:
             not_run.append(group)
             continue
-        lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), ""]
         plot = out.parent / "plots" / f"{_slug(group.title)}.png"
-        if plot_group(group, runs, plot):
+        if group.kind == "degradation":
+            lines += [f"## {group.title}", "", f"Source: {group.source}. Final training error: the last epoch's, "
+                      "over its augmented batches, as the paper's curves show it.", "", *degradation_table(runs), ""]
+            drawn = plot_degradation(runs, plot)
+        else:
+            lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), ""]
+            drawn = plot_group(group, runs, plot)
+        if drawn:
             lines += [f"![{group.title}](plots/{plot.name})", ""]
     known = {(a.experiment, a.model) for g in GROUPS for a in g.arms}
     extra = sorted(k for k in runs if (k[0].split(" [")[0], k[1]) not in known)
@@ -288,6 +442,8 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
         lines += [f"| {e} | {m} | {runs[e, m].n} | {runs[e, m].mean:.2f} ± {runs[e, m].std:.2f} |" for e, m in extra]
         lines.append("")
     lines += ["## Expected orderings", "", *goal_checks(runs), ""]
+    if responses:
+        lines += responses_section(responses, out)
     lines += ["## Not yet run", ""]
     lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}" for g in not_run] or ["- (none)"]
     for fraction, screen in sorted((screens or {}).items()):
@@ -303,7 +459,7 @@ def copy_results(folders: list[Path], dest: Path) -> int:
         seed_dir = f"seed{summary['seed']}" if length == 1.0 else f"screening{length:g}_seed{summary['seed']}"
         target = dest / (summary.get("experiment") or "other") / summary["model"] / seed_dir
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("summary.json", "metrics.jsonl"):
+        for name in ("summary.json", "metrics.jsonl", RESPONSES):
             if (summary_path.parent / name).is_file():
                 shutil.copy2(summary_path.parent / name, target / name)
         count += 1
@@ -326,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.copy_to:
         print(f"copied {copy_results(args.folders, args.copy_to)} runs to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(runs, args.out, screens, args.note))
+    args.out.write_text(render(runs, args.out, screens, args.note, collect_responses(args.folders)))
     total = sum(r.n for r in runs.values()) + sum(r.n for s in screens.values() for r in s.values())
     print(f"wrote {args.out}: {total} runs in {len(runs)} arms")
     return 0

@@ -124,3 +124,75 @@ def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypat
     assert "| blog/original [optim.name=sgd] | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | -3.50 |" in text
     assert "| blog/original | resnet-110 |" not in text
     assert not list(work.iterdir())  # with --out, nothing lands in the working directory
+
+
+def fake_degradation_run(folder, family, depth, seed, train_err, test_err, responses=None):
+    """A finished he2015 run whose curves end at (train_err, test_err) after 3 epochs of 100 steps."""
+    fake_run(folder, f"he2015/{family}{depth}", f"{family}-{depth}", seed, test_err)
+    records = [{"epoch": e, "step": 100 * e, "train_err": train_err + 5 * (3 - e), "test_err": test_err + 5 * (3 - e)}
+               for e in (1, 2, 3)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if responses is not None:
+        (folder / "last_responses.json").write_text(json.dumps({
+            "ckpt": "last.pt", "model": f"{family}-{depth}", "experiment": f"he2015/{family}{depth}", "seed": seed,
+            "layers": [{"layer": f"l{i}", "std": s} for i, s in enumerate(responses)]}))
+
+
+def test_report_degradation_table_orderings_and_fig6_plot(tmp_path):
+    # He 2015 Fig. 6 as fabricated finals: plain training error rises with depth, ResNet's falls,
+    # except ResNet-44 above ResNet-32, which the check must flag.
+    finals = {("plain", 20): (2.0, 9.0), ("plain", 32): (4.0, 10.0), ("plain", 44): (5.0, 11.0),
+              ("plain", 56): (7.0, 13.0), ("resnet", 20): (3.0, 8.8), ("resnet", 32): (1.5, 7.5),
+              ("resnet", 44): (1.6, 7.2), ("resnet", 56): (0.5, 7.0)}
+    for n, ((family, depth), (train, test)) in enumerate(finals.items()):
+        for seed in (0, 1):
+            fake_degradation_run(tmp_path / "runs" / f"{n}_{seed}", family, depth, seed, train + seed, test + seed)
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    section = text.split("## He 2015 Fig. 6: plain nets against ResNets by depth")[1].split("\n## ")[0]
+    assert "| 20 | 2 | 2.50 ± 0.71 | 9.50 ± 0.71 | 2 | 3.50 ± 0.71 | 9.30 ± 0.71 |" in section
+    assert "| 56 | 2 | 7.50 ± 0.71 | 13.50 ± 0.71 | 2 | 1.00 ± 0.71 | 7.50 ± 0.71 |" in section
+    assert ("- He 2015 Fig. 6, plain nets: the final training error rises with depth 20 → 32 → 44 → 56: agrees "
+            "(2.50, 4.50, 5.50, 7.50)") in text
+    assert "- He 2015 Fig. 6, ResNets: the final training error falls with depth 20 → 32 → 44 → 56: DISAGREES" in text
+    plot = tmp_path / "plots" / "he_2015_fig__6__plain_nets_against_resnets_by_depth__the_degradation_problem.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](plots/{plot.name})" in section
+    assert "He 2015 Fig. 6" not in text.split("## Not yet run")[1]
+
+
+def test_report_degradation_orderings_wait_for_every_depth(tmp_path):
+    fake_degradation_run(tmp_path / "runs" / "0", "plain", 20, 0, 2.0, 9.0)
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| 32 | 0 | not run | – | 0 | not run | – |" in text
+    assert "- He 2015 Fig. 6, plain nets: the final training error rises with depth 20 → 32 → 44 → 56: not run yet" \
+        in text
+
+
+def test_report_layer_responses_of_a_sweep_on_one_plot(tmp_path):
+    stds = {("plain", 20): [1.0, 1.4, 1.2], ("resnet", 20): [0.8, 0.9, 0.7], ("resnet", 56): [0.6, 0.5, 0.7]}
+    for n, ((family, depth), values) in enumerate(stds.items()):
+        fake_degradation_run(tmp_path / "runs" / str(n), family, depth, 0, 1.0, 8.0, responses=values)
+    fake_degradation_run(tmp_path / "runs" / "3", "resnet", 56, 1, 1.0, 8.0, responses=[0.8, 0.7, 0.9])
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out), "--copy-to", str(tmp_path / "results")]) == 0
+    section = out.read_text().split("## Layer responses (He 2015 Fig. 7)")[1].split("\n## ")[0]
+    assert "| he2015/plain20 | plain-20 | 1 | 3 | 1.200 | 1.400 |" in section
+    assert "| he2015/resnet56 | resnet-56 | 2 | 3 | 0.700 | 0.800 |" in section  # layer-wise means of two seeds
+    assert ("- ResNets' responses are smaller than their plain counterparts': agrees (depth 20: plain 1.200, "
+            "ResNet 0.800)") in section
+    assert "- Deeper ResNets have smaller responses: agrees (ResNet-20 0.800, ResNet-56 0.700)" in section
+    assert (tmp_path / "plots" / "layer_responses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "results" / "he2015/resnet56" / "resnet-56" / "seed1" / "last_responses.json").is_file()
+
+
+def test_report_flags_responses_against_the_paper(tmp_path):
+    for n, (family, values) in enumerate((("plain", [0.5, 0.5]), ("resnet", [0.9, 1.1]))):
+        fake_degradation_run(tmp_path / "runs" / str(n), family, 20, 0, 1.0, 8.0, responses=values)
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "- ResNets' responses are smaller than their plain counterparts': DISAGREES" in text
+    assert "- Deeper ResNets have smaller responses: not analysed yet" in text
