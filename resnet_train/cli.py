@@ -139,8 +139,27 @@ def _name_sweep_jobs(argv: list[str]) -> list[str]:
     return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"] if fixed else []
 
 
+# Keys whose values are paths. A sweep's job folders carry "=" in their names (0_optim=adam), which
+# Hydra's override grammar would reject unquoted; a path is never a Hydra expression.
+PATH_KEYS = ("ckpt", "resume", "hydra.run.dir", "hydra.sweep.dir", "data.root")
+
+
+def _quote_paths(argv: list[str]) -> list[str]:
+    """argv with each path value that holds "=" quoted for Hydra (each item of a sweep's list)."""
+    sweep = any(a in ("-m", "--multirun") for a in argv)
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and key in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
+            items = value.split(",") if sweep else [value]
+            arg = f"{key}=" + ",".join(f"'{v}'" if "=" in v and "'" not in v else v for v in items)
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     problem = _unwritable_output(sys.argv[1:])
+    sys.argv[1:] = _quote_paths(sys.argv[1:])
     rank = distributed.from_env()
     if rank.active and any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
         problem = "a sweep (-m) cannot run inside torchrun; start one torchrun per job"

@@ -115,6 +115,28 @@ def test_analyze_writes_one_response_per_3x3_layer(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_checkpoint_in_a_sweep_job_folder_is_read_as_a_path(trained, tmp_path):
+    """Sweep job folders are named like 0_optim=adam; Hydra would reject that '=' unquoted."""
+    run, _ = trained
+    job = tmp_path / "sweep" / "0_optim=sgd"
+    job.mkdir(parents=True)
+    (job / "last.pt").write_bytes((run / "last.pt").read_bytes())
+    proc = run_cli("mode=analyze", f"ckpt={job / 'last.pt'}", "data.num_workers=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (job / "last_responses.json").is_file()
+
+
+def test_path_values_with_equals_signs_are_quoted_for_hydra():
+    from resnet_train.cli import _quote_paths
+
+    assert _quote_paths(["ckpt=out/0_optim=sgd/last.pt", "hydra.run.dir=o/1_seed=1", "optim.lr=0.1", "ckpt=a/b.pt"]) \
+        == ["ckpt='out/0_optim=sgd/last.pt'", "hydra.run.dir='o/1_seed=1'", "optim.lr=0.1", "ckpt=a/b.pt"]
+    sweep = ["-m", "ckpt=s/0_x=1/last.pt,s/plain/last.pt"]
+    assert _quote_paths(sweep) == ["-m", "ckpt='s/0_x=1/last.pt',s/plain/last.pt"]
+    assert _quote_paths(["ckpt='already=quoted'"]) == ["ckpt='already=quoted'"]
+
+
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only(trained):
     run, _ = trained
     state = torch.load(run / "last.pt", weights_only=True)

@@ -54,6 +54,8 @@ def test_experiment_composes_cites_and_trains_tiny(compose, name, tmp_path):
     ("he2015/resnet110", {"sched.unit": "iterations", "sched.milestones": [32000, 48000], "train.iterations": 64000,
                           "train.epochs": None, "sched.warmup": 400, "sched.warmup_lr": 0.01, "model.shortcut": "A"}),
     ("he2015/resnet20", {"sched.warmup": 0, "model.depth": 20}),
+    ("he2015/plain56", {"model.shortcut": "none", "model.depth": 56, "model.unit": None, "sched.warmup": 0,
+                        "train.iterations": 64000, "data.normalize": "pixel"}),
     ("identity_mappings/relu_only_preact", {"model.unit": "relu_only_preact", "model.depth": 164,
                                             "model.block": "bottleneck"}),
     ("wrn/wrn_28_10_dropout", {"model.dropout": 0.3, "optim.weight_decay": 5e-4, "sched.gamma": 0.2,
