@@ -131,6 +131,9 @@ class TrainConfig:
 class Config:
     mode: str = "train"  # train | eval | info | analyze
     seed: int = 0
+    # Train the K runs seed, seed+1, ..., seed+K-1 at once as one K-member network (members.py),
+    # each in its own folder seedN below the run folder, each exactly the run seed=N alone.
+    seeds: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     ckpt: Optional[str] = None  # checkpoint for mode=eval and mode=analyze
     resume: Optional[str] = None  # auto or a path to last.pt
@@ -277,5 +280,13 @@ def validate(cfg: Config) -> None:
     if not 0.0 < t.screening <= 1.0:
         raise ValueError(f"train.screening is a fraction of the recipe's length in (0, 1], got {t.screening} "
                          f"(e.g. train.screening=0.25)")
+    if not isinstance(cfg.seeds, int) or cfg.seeds < 1:
+        raise ValueError(f"seeds is how many seeds to train at once, a positive integer; got {cfg.seeds}")
+    if cfg.seeds > 1 and t.grad_norm_every:
+        raise ValueError(f"train.grad_norm_every logs one network's gradients; with seeds={cfg.seeds} set it to 0, "
+                         f"or train the seed to inspect with seeds=1")
+    if cfg.seeds > 1 and cfg.resume not in (None, "auto"):
+        raise ValueError(f"resume={cfg.resume} names one checkpoint; a seeds={cfg.seeds} run resumes all its members "
+                         f"from its folder with resume=auto hydra.run.dir=FOLDER")
     if cfg.mode in ("eval", "analyze") and not cfg.ckpt:
         raise ValueError(f"mode={cfg.mode} needs a checkpoint: add ckpt=PATH/TO/last.pt")

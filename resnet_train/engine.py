@@ -57,43 +57,55 @@ def _to(batch, device: torch.device, channels_last: bool):
 
 
 class RunningSums:
-    """An epoch's sums kept on the device: loss, errors, and the first iteration whose loss was
-    not finite (-1: none). Reading them is the only host sync of the loop."""
+    """An epoch's sums kept on the device, one per member (a K-member network trains K seeds at
+    once, see members.py; a plain run is one member): loss, errors, and the first iteration whose
+    loss was not finite (-1: none). Reading them is the only host sync of the loop."""
 
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        self.wrong = torch.zeros((), device=device, dtype=torch.int64)
+    def __init__(self, device: torch.device, members: int = 1):
+        self.members = members
+        self.loss_sum = torch.zeros(members, device=device, dtype=torch.float64)
+        self.wrong = torch.zeros(members, device=device, dtype=torch.int64)
         self.first_bad = torch.zeros((), device=device, dtype=torch.int64)
         self.iteration = torch.zeros((), device=device, dtype=torch.int64)
 
-    def reset(self, totals: EpochTotals, step: int) -> None:
+    def reset(self, totals: list[EpochTotals], step: int) -> None:
         """In place, since a captured graph holds these very tensors."""
-        self.loss_sum.fill_(totals.loss_sum)
-        self.wrong.fill_(totals.wrong)
+        self.loss_sum.copy_(torch.tensor([t.loss_sum for t in totals], dtype=torch.float64))
+        self.wrong.copy_(torch.tensor([t.wrong for t in totals], dtype=torch.int64))
         self.first_bad.fill_(-1)
         self.iteration.fill_(step)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        """loss: each member's mean loss; logits (batch, member, class) or (batch, class)."""
+        if logits.dim() == 2:
+            logits, y = logits[:, None], y[:, None]
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss).all()
         self.first_bad.copy_(torch.where(bad, self.iteration, self.first_bad))
         self.iteration.add_(1)
-        self.loss_sum.add_(loss.double() * y.shape[0])
-        self.wrong.add_((logits.argmax(1) != y).sum())
+        self.loss_sum.add_(loss.double().reshape(-1) * y.shape[0])
+        self.wrong.add_((logits.argmax(-1) != y).sum(0))
 
 
 class TrainStep:
     """One training step, run eagerly: the reference path."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device, amp: bool):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device, amp: bool,
+                 members: int = 1):
         self.model, self.optimizer, self.device, self.amp = model, optimizer, device, amp
-        self.sums = RunningSums(device)
+        self.sums = RunningSums(device, members)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with _autocast(self.device, self.amp):
             logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
+            if logits.dim() == 3:
+                # K members, logits (batch, member, class) and labels (batch, member): the loss is the
+                # sum of the members' mean losses, so each member's gradient is its standalone one.
+                losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
+                loss = losses.sum()
+            else:
+                losses = loss = F.cross_entropy(logits, y)
         loss.backward()
-        self.sums.add(loss.detach(), logits.detach(), y)
+        self.sums.add(losses.detach(), logits.detach(), y)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, observe: Callable[[], None] | None = None) -> None:
         """`observe` runs between backward and the optimizer step (e.g. GradNorms.record)."""
@@ -113,8 +125,8 @@ class GraphedTrainStep(TrainStep):
     in all cases: the graph records the same kernels that the eager step runs."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device, amp: bool,
-                 warmup: int = 3):
-        super().__init__(model, optimizer, device=device, amp=amp)
+                 members: int = 1, warmup: int = 3):
+        super().__init__(model, optimizer, device=device, amp=amp, members=members)
         self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
         self.x = self.y = None
@@ -159,21 +171,22 @@ class GraphedTrainStep(TrainStep):
 
 def train_epoch(step_fn: TrainStep, batches: Iterable, *,
                 lr_fn: Callable[[int], float], step: int, max_steps: int,
-                totals: EpochTotals | None = None, channels_last: bool = False, progress: bool = False,
-                desc: str = "train", check_every: int = 50, stop: Callable[[], bool] = lambda: False,
-                reset_at: Callable[[int], bool] = lambda step: False,
-                grad_norms: GradNorms | None = None) -> tuple[EpochTotals, bool]:
+                totals: EpochTotals | list[EpochTotals] | None = None, channels_last: bool = False,
+                progress: bool = False, desc: str = "train", check_every: int = 50,
+                stop: Callable[[], bool] = lambda: False, reset_at: Callable[[int], bool] = lambda step: False,
+                grad_norms: GradNorms | None = None) -> tuple[EpochTotals | list[EpochTotals], bool]:
     """Trains with `step_fn` over `batches` from global iteration `step` until the batches end,
     max_steps is reached, or stop() turns true after a step. Returns the epoch's totals
-    (continuing `totals`) and whether stop() ended it early. The LR is set from lr_fn before each
+    (continuing `totals`; a list of them, one per member, where `totals` is a list or step_fn
+    trains several members) and whether stop() ended it early. The LR is set from lr_fn before each
     step; where reset_at(step) holds, the optimizer's state is cleared first. `grad_norms`
     records the gradients' norms at the iterations it is due."""
     step_fn.model.train()
     device = step_fn.device
-    totals = totals or EpochTotals()
     sums = step_fn.sums
-    sums.reset(totals, step)
-    images, steps = totals.images, totals.steps
+    parts = [totals] if isinstance(totals, EpochTotals) else totals or [EpochTotals() for _ in range(sums.members)]
+    sums.reset(parts, step)
+    images, steps = parts[0].images, parts[0].steps
     check_every = 1 if device.type == "cpu" else check_every
     stopped = False
     t0 = time.perf_counter()
@@ -195,16 +208,17 @@ def train_epoch(step_fn: TrainStep, batches: Iterable, *,
         if steps % check_every == 0:
             _check_finite(sums.first_bad, lr_fn)
             if progress:  # the string costs a host sync; build it only where a bar shows it
-                bar.set_postfix(loss=f"{sums.loss_sum.item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}",
+                bar.set_postfix(loss=f"{sums.loss_sum.mean().item() / images:.3f}", lr=f"{lr_fn(step - 1):.3g}",
                                 refresh=False)
         if stop():
             stopped = True
             break
     _check_finite(sums.first_bad, lr_fn)
     bar.close()
-    out = EpochTotals(loss_sum=sums.loss_sum.item(), wrong=int(sums.wrong.item()), images=images, steps=steps,
-                      seconds=totals.seconds + time.perf_counter() - t0)
-    return out, stopped
+    seconds = parts[0].seconds + time.perf_counter() - t0
+    out = [EpochTotals(loss_sum=loss, wrong=int(wrong), images=images, steps=steps, seconds=seconds)
+           for loss, wrong in zip(sums.loss_sum.tolist(), sums.wrong.tolist(), strict=True)]
+    return (out if isinstance(totals, list) or sums.members > 1 else out[0]), stopped
 
 
 def _check_finite(first_bad: torch.Tensor, lr_fn: Callable[[int], float]) -> None:

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from . import distributed
+from . import members as kwide
 from .analysis import GradNorms, gradient_groups
-from .checkpoint import TrainState
+from .checkpoint import CheckpointError, TrainState
 from .config import Config, override_keys, screened
 from .data import EpochSampler, build_datasets, build_loaders, wants_top5
 from .distributed import AgreedStop, Dist, resolve_device
@@ -71,6 +72,7 @@ class Run:
     channels_last: bool
     grad_norms: GradNorms | None  # train.grad_norm_every > 0, on rank 0
     logger: RunLogger | None = None  # opened once the run's history is known (after a resume)
+    tag: str = ""  # before its log lines: "seed 2: " for a member of a seeds=K run
 
     @property
     def select(self) -> str:
@@ -171,19 +173,24 @@ def restore(run: Run, path: Path, ckpt: dict[str, Any]) -> TrainState:
     return state
 
 
-def train_one_epoch(run: Run, state: TrainState, stop: Callable[[], bool], progress: bool) -> tuple[EpochTotals, bool]:
-    """Runs the rest of epoch `state.epoch`; returns its global sums and whether a stop came."""
-    batch = run.cfg.train.batch_size
-    run.sampler.set_epoch(state.epoch, start=state.partial.steps * batch)
+def train_one_epoch(runs: list[Run], states: list[TrainState], step_fn: TrainStep, stop: Callable[[], bool],
+                    progress: bool) -> tuple[list[EpochTotals], bool]:
+    """Runs the rest of epoch `state.epoch` of each member (one, or the K of seeds=K, which
+    step_fn trains together); returns each one's global sums and whether a stop came."""
+    run, state = runs[0], states[0]
+    for member, member_state in zip(runs, states, strict=True):
+        member.sampler.set_epoch(member_state.epoch, start=member_state.partial.steps * run.cfg.train.batch_size)
+    batches = run.train_loader if len(runs) == 1 else kwide.MemberBatches([r.train_loader for r in runs])
     epoch_start = state.step - state.partial.steps
-    totals, stopped = train_epoch(run.step_fn, run.train_loader, lr_fn=run.lr_fn, step=state.step,
-                                  max_steps=run.total_steps, totals=state.partial, channels_last=run.channels_last,
+    totals, stopped = train_epoch(step_fn, batches, lr_fn=run.lr_fn, step=state.step, max_steps=run.total_steps,
+                                  totals=[s.partial for s in states], channels_last=run.channels_last,
                                   progress=progress, stop=stop, desc=f"epoch {state.epoch + 1}/{run.num_epochs}",
                                   reset_at=run.reset_at, grad_norms=run.grad_norms)
-    state.step = epoch_start + totals.steps
+    for member_state in states:
+        member_state.step = epoch_start + totals[0].steps
     for step, norms in run.grad_norms.drain() if run.grad_norms else []:
         run.logger.scalars({f"grad_norm/{name}": value for name, value in norms.items()}, step)
-    return _global_totals(totals, run.dist, run.device), stopped
+    return [_global_totals(t, run.dist, run.device) for t in totals], stopped
 
 
 def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm) -> None:
@@ -211,7 +218,7 @@ def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm) ->
             state.best = {"err": err, "epoch": state.epoch, "test_err": record["test_err"]}
         state.history.append(record)
         run.logger.record(record)
-        log.info(f"epoch {state.epoch}  train err {totals.err:.2f}%  {run.select} err {err:.2f}%  "
+        log.info(f"{run.tag}epoch {state.epoch}  train err {totals.err:.2f}%  {run.select} err {err:.2f}%  "
                  f"({totals.images / totals.seconds:.0f} img/s)")
     run.logger.scalars(scalars, state.epoch)
     bar.update(1)
@@ -221,9 +228,18 @@ def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm) ->
         ckpt_io.keep_recent(run.run_dir, keep)
 
 
+def member_configs(cfg: Config, run_dir: Path) -> list[tuple[Config, Path]]:
+    """(config, run folder) of each run that `cfg` trains: itself, or with seeds=K the K
+    standalone runs seed, ..., seed + K - 1, each in its own folder seedN below run_dir."""
+    if cfg.seeds == 1:
+        return [(cfg, run_dir)]
+    return [(replace(cfg, seed=cfg.seed + k, seeds=1), run_dir / f"seed{cfg.seed + k}") for k in range(cfg.seeds)]
+
+
 def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
-          job_index: int | None = None, dist: Dist = distributed.SINGLE) -> dict[str, Any]:
-    """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary.
+          job_index: int | None = None, dist: Dist = distributed.SINGLE) -> dict[str, Any] | list[dict[str, Any]]:
+    """Trains as `cfg` says, writing logs and checkpoints to run_dir; returns the summary (with
+    seeds=K, the K members' summaries, each member in run_dir/seedN).
 
     Raises Interrupted after saving last.pt when a stop signal arrives, DivergenceError when the
     loss stops being finite. Under torchrun, `dist` names this process; rank 0 alone writes."""
@@ -231,42 +247,89 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     if cfg.train.batch_size % dist.world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch; it must divide evenly "
                          f"over the {dist.world} processes")
+    if cfg.seeds > 1 and dist.active:
+        raise ValueError(f"seeds={cfg.seeds} trains its members in one process and does not run under torchrun "
+                         f"(DDP); set seeds=1, or start one torchrun per seed")
     device = resolve_device(cfg.device, dist.local_rank if dist.active else job_index)
     if device.type == "cuda":  # a packed sweep job on GPU i: streams and graph capture use the current device
         torch.cuda.set_device(device)
     distributed.init(dist, device.type == "cuda")
     run_dir = Path(distributed.broadcast(str(run_dir), dist))
-    done = finished_summary(cfg, run_dir)
-    if done is not None:
-        log.info(f"{run_dir} already holds this run, finished (test error {done['final_test_err']:.2f}%); skipped")
-        return done
-    resume_from = checkpoint_to_resume(cfg.resume, run_dir)
+    members = member_configs(cfg, run_dir)
+    done = [finished_summary(member_cfg, folder) for member_cfg, folder in members]
+    if all(summary is not None for summary in done):
+        errors = ", ".join(f"{s['final_test_err']:.2f}%" for s in done)
+        log.info(f"{run_dir} already holds this run, finished (test error {errors}); skipped")
+        return done if cfg.seeds > 1 else done[0]
+    resume_from = [checkpoint_to_resume(cfg.resume, folder) for _, folder in members]
     if dist.is_main:
-        log.info(f"run folder: {run_dir}")
-    run = setup(cfg, run_dir, list(overrides or []), device, dist)
-    state = restore(run, *resume_from) if resume_from is not None else TrainState()
-    run.logger = RunLogger(run_dir, state.history, enabled=dist.is_main)
-    if dist.is_main:
-        ckpt_io.remove_stale_temporaries(run_dir)
+        log.info(f"run folder: {run_dir}" + (f" (members: {', '.join(f.name for _, f in members)})"
+                                              if cfg.seeds > 1 else ""))
+    runs = [setup(member_cfg, folder, list(overrides or []), device, dist) for member_cfg, folder in members]
+    states = [restore(run, *found) if found is not None else TrainState()
+              for run, found in zip(runs, resume_from, strict=True)]
+    step_fn, sync = (runs[0].step_fn, lambda: None) if cfg.seeds == 1 else member_step(runs, states, device)
+    for run, state in zip(runs, states, strict=True):
+        run.tag = f"seed {run.cfg.seed}: " if cfg.seeds > 1 else ""
+        run.logger = RunLogger(run.run_dir, state.history, enabled=dist.is_main)
+        if dist.is_main:
+            ckpt_io.remove_stale_temporaries(run.run_dir)
     progress = cfg.train.progress and sys.stderr.isatty() and dist.is_main
     wall0 = time.perf_counter()
-    bar = tqdm(total=run.num_epochs, initial=state.epoch, desc="epochs", disable=not progress, dynamic_ncols=True)
+    lead, state = runs[0], states[0]
+    bars = [tqdm(total=lead.num_epochs, initial=state.epoch, desc="epochs", disable=not progress or k > 0,
+                 dynamic_ncols=True) for k in range(len(runs))]
+    pairs = list(zip(runs, states, strict=True))
     try:
         with GracefulStop() as local_stop:
             stop = AgreedStop(local_stop, dist, device)
-            while not run.done(state):
-                totals, stopped = train_one_epoch(run, state, stop, progress)
-                if stopped and totals.steps < len(run.train_loader) and state.step < run.total_steps:
-                    state.partial = totals
-                    run.save(state, ["last.pt"])
-                    raise _interrupted(local_stop, state, run)
-                end_of_epoch(run, state, totals, bar)
-                if stop() and not run.done(state):
-                    raise _interrupted(local_stop, state, run)
+            while not lead.done(state):
+                totals, stopped = train_one_epoch(runs, states, step_fn, stop, progress)
+                sync()
+                if stopped and totals[0].steps < len(lead.train_loader) and state.step < lead.total_steps:
+                    for (run, member_state), member_totals in zip(pairs, totals, strict=True):
+                        member_state.partial = member_totals
+                        run.save(member_state, ["last.pt"])
+                    raise _interrupted(local_stop, state, lead.overrides, run_dir, cfg.seeds > 1)
+                for (run, member_state), member_totals, bar in zip(pairs, totals, bars, strict=True):
+                    end_of_epoch(run, member_state, member_totals, bar)
+                if stop() and not lead.done(state):
+                    raise _interrupted(local_stop, state, lead.overrides, run_dir, cfg.seeds > 1)
     finally:
-        bar.close()
-        run.logger.flush()
-    return _finish(run, state, time.perf_counter() - wall0)
+        for run, bar in zip(runs, bars, strict=True):
+            bar.close()
+            run.logger.flush()
+    summaries = [_finish(run, member_state, time.perf_counter() - wall0) for run, member_state in pairs]
+    return summaries if cfg.seeds > 1 else summaries[0]
+
+
+def member_step(runs: list[Run], states: list[TrainState], device: torch.device) -> tuple[TrainStep, Callable]:
+    """The training step of K members as one K-member network (members.py), and the function
+    that writes each member's weights and optimizer state back into its own run, so that
+    evaluation, checkpoints and summaries are each member's as if it had run alone."""
+    cfg, k = runs[0].cfg, len(runs)
+    positions = {(s.epoch, s.step, s.partial.steps) for s in states}
+    if len(positions) > 1:
+        where = ", ".join(f"{r.run_dir.name} at iteration {s.step}" for r, s in zip(runs, states, strict=True))
+        raise CheckpointError(f"cannot resume: the members' checkpoints are at different points ({where}); resume "
+                              f"each with seeds=1 seed=N hydra.run.dir=FOLDER/seedN resume=auto")
+    wide = kwide.widen(runs[0].model, k)
+    wide.load_state_dict(kwide.pack_state([r.model.state_dict() for r in runs]))
+    if runs[0].channels_last:
+        wide = wide.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(wide, cfg.optim)
+    optimizer.load_state_dict(kwide.pack_optimizer([r.optimizer.state_dict() for r in runs]))
+    step_model = _step_model(cfg, wide, device, runs[0].dist)
+    step_fn = (GraphedTrainStep if _cuda_graphs(cfg, device, runs[0].dist) else TrainStep)(
+        step_model, optimizer, device=device, amp=runs[0].amp, members=k)
+
+    def sync() -> None:
+        weights, opt_state = wide.state_dict(), optimizer.state_dict()
+        for i, run in enumerate(runs):
+            run.model.load_state_dict(kwide.member_state(weights, i, k))
+            run.optimizer.load_state_dict(kwide.member_optimizer(opt_state, i, k))
+
+    return step_fn, sync
 
 
 def _finish(run: Run, state: TrainState, wall_s: float) -> dict[str, Any]:
@@ -298,8 +361,8 @@ def _finish(run: Run, state: TrainState, wall_s: float) -> dict[str, Any]:
     run.logger.summary(summary)
     run.logger.close()
     if run.dist.is_main:
-        log.info(f"finished: test error {_pct(summary['final_test_err'])} (best {_pct(summary['best_test_err'])} at "
-                 f"epoch {summary['best_epoch']}); run folder: {run.run_dir}")
+        log.info(f"{run.tag}finished: test error {_pct(summary['final_test_err'])} (best "
+                 f"{_pct(summary['best_test_err'])} at epoch {summary['best_epoch']}); run folder: {run.run_dir}")
     return summary
 
 
@@ -326,13 +389,14 @@ def hparams(cfg: Config, overrides: list[str]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k not in ("mode", "ckpt", "resume") and v is not None}
 
 
-def _interrupted(stop: GracefulStop, state: TrainState, run: Run) -> Interrupted:
+def _interrupted(stop: GracefulStop, state: TrainState, overrides: list[str], run_dir: Path,
+                 members: bool) -> Interrupted:
     # Under DDP another rank may have got the signal; SIGTERM is what torchrun passes on.
     signum = stop.signum or signal.SIGTERM
-    last = run.run_dir / "last.pt"
+    saved = f"each member's last.pt below {run_dir}" if members else str(run_dir / "last.pt")
     return Interrupted(f"interrupted by {signal.Signals(signum).name} in epoch {state.epoch + 1} at iteration "
-                       f"{state.step}; the state is saved in {last}. Resume in the same folder with: "
-                       f"{resume_command(run.overrides, run.run_dir)}", signum, stop.previous(signum))
+                       f"{state.step}; the state is saved in {saved}. Resume in the same folder with: "
+                       f"{resume_command(overrides, run_dir)}", signum, stop.previous(signum))
 
 
 def _global_totals(totals: EpochTotals, dist: Dist, device: torch.device) -> EpochTotals:

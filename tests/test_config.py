@@ -65,6 +65,9 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose, override, fragmen
 # Every bad value outside the model section (tests/test_models.py has those), with the line the
 # user gets; test_reliability.py runs the same table through the command.
 BAD_VALUES = [
+    (["seeds=0"], "seeds is how many seeds to train at once, a positive integer; got 0"),
+    (["seeds=2", "train.grad_norm_every=10"], "train.grad_norm_every logs one network's gradients; with seeds=2"),
+    (["seeds=2", "resume=/tmp/last.pt"], "resume=/tmp/last.pt names one checkpoint; a seeds=2 run resumes all"),
     (["train.grad_norm_every=-5"], "train.grad_norm_every must be >= 0 iterations (0: off), got -5"),
     (["train.grad_norm_by=layer"], "train.grad_norm_by='layer' is not valid; choose one of stage, unit"),
     (["mode=analyze"], "mode=analyze needs a checkpoint: add ckpt=PATH/TO/last.pt"),

@@ -67,8 +67,8 @@ def test_mid_epoch_stop_resumes_exactly_in_process(tiny, tmp_path, monkeypatch):
     straight = train(tiny(epochs=2), tmp_path / "a")
     step, steps = TrainStep.__call__, []
 
-    def signal_during_sixth_step(self, x, y):
-        step(self, x, y)
+    def signal_during_sixth_step(self, x, y, observe=None):
+        step(self, x, y, observe)
         steps.append(1)
         if len(steps) == 6:
             os.kill(os.getpid(), signal.SIGUSR1)

@@ -105,12 +105,16 @@ class PadShortcut(nn.Module):
         super().__init__()
         self.stride = stride
         self.extra_channels = out_channels - in_channels
+        self.members = 1  # a K-member network (members.py) pads each member's block of channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         # F.pad pads the last dims first: (W, W, H, H, C, C).
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        pad = (0, 0, 0, 0, 0, self.extra_channels)
+        if self.members == 1:
+            return F.pad(x, pad)
+        return F.pad(x.unflatten(1, (self.members, -1)), pad).flatten(1, 2)
 
 
 def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, with_bn: bool) -> nn.Module | None:
