@@ -4,6 +4,7 @@
     python scripts/bench.py --data-root /tmp/data --models resnet20 resnet56 resnet110 wrn_28_10 resnet50
     python scripts/bench.py --data-root /tmp/data --models resnet20 --graphs on --profile prof/
     python scripts/bench.py --data cifar10_sample --device cpu --steps 3 --warmup 1 --models resnet20   # tiny
+    python scripts/bench.py --data-root /tmp/data --models resnet20 resnet110 --members 8 --packed --no-peer
 
 CIFAR models train on real CIFAR-10 (torchvision layout under --data-root, or the shipped sample);
 ImageNet models (stem imagenet) on synthetic 224-px images at --imagenet-batch-size. "ours" is the
@@ -11,7 +12,9 @@ project's train step with its CUDA defaults (data on the device, augmented there
 channels_last, fused SGD), plus --compile (train.compile) and --graphs (train.cuda_graphs).
 "peer" is the public-reproduction recipe: torchvision transforms on PIL images, a CPU DataLoader
 with 8 workers, fp32, eager, and loss.item() every step. Prints a table, writes JSON; --profile
-adds a torch.profiler table of 20 steps of ours per model.
+adds a torch.profiler table of 20 steps of ours per model. --members K adds seeds=K (K seeds as
+one K-member network), summed over its members, against K runs one at a time and (--packed) K
+processes packed on the device.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -30,6 +35,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from resnet_train import members as kwide  # noqa: E402
 from resnet_train.config import (  # noqa: E402
     DataConfig,
     ModelConfig,
@@ -37,7 +43,7 @@ from resnet_train.config import (  # noqa: E402
     SchedConfig,
 )
 from resnet_train.data import DeviceBatches, EpochSampler, Split, build_datasets  # noqa: E402
-from resnet_train.engine import GraphedTrainStep, TrainStep, train_epoch  # noqa: E402
+from resnet_train.engine import EpochTotals, GraphedTrainStep, TrainStep, train_epoch  # noqa: E402
 from resnet_train.models import build_model  # noqa: E402
 from resnet_train.optim import build_optimizer, lr_at  # noqa: E402
 
@@ -55,17 +61,29 @@ def sync(device: torch.device) -> None:
 
 
 def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size: int, steps: int, warmup: int,
-         device: torch.device, compile_mode: str, graphs: bool, profile: Path | None = None) -> float:
+         device: torch.device, compile_mode: str, graphs: bool, profile: Path | None = None, members: int = 1) -> float:
+    """Images per second of the train step; with members=K, of the K-member network of seeds=K,
+    summed over its members (each member takes batch_size images per step)."""
     cuda = device.type == "cuda"
-    model = build_model(model_cfg, data_cfg.num_classes).to(device)
+    models = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        models.append(build_model(model_cfg, data_cfg.num_classes).to(device))
+    model = models[0]
+    if members > 1:
+        model = kwide.widen(model, members)
+        model.load_state_dict(kwide.pack_state([m.state_dict() for m in models]))
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode, dynamic=False)
     optimizer = build_optimizer(model, OptimConfig())
-    step_fn = (GraphedTrainStep if graphs and cuda else TrainStep)(step_model, optimizer, device=device, amp=cuda)
-    sampler = EpochSampler(len(split.labels), seed=0, global_batch=batch_size)
-    batches = DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler, channels_last=cuda)
+    step_fn = (GraphedTrainStep if graphs and cuda else TrainStep)(step_model, optimizer, device=device, amp=cuda,
+                                                                   members=members)
+    samplers = [EpochSampler(len(split.labels), seed=seed, global_batch=batch_size) for seed in range(members)]
+    loaders = [DeviceBatches(split, data_cfg, batch_size, device, sampler=sampler, seed=seed, channels_last=cuda)
+               for seed, sampler in enumerate(samplers)]
+    batches = loaders[0] if members == 1 else kwide.MemberBatches(loaders)
     lr = lambda s: lr_at(s, base_lr=0.1, sched=SchedConfig(), steps_per_epoch=len(batches), total_steps=10**9)  # noqa: E731
 
     def run(step: int, until: int, epoch: int) -> tuple[int, int, float]:
@@ -74,9 +92,11 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
         sync(device)
         t0 = time.perf_counter()
         while step < until:
-            sampler.set_epoch(epoch)
-            totals, _ = train_epoch(step_fn, batches, lr_fn=lr, step=step, max_steps=until, channels_last=cuda)
-            step, images, epoch = step + totals.steps, images + totals.images, epoch + 1
+            for sampler in samplers:
+                sampler.set_epoch(epoch)
+            totals, _ = train_epoch(step_fn, batches, lr_fn=lr, step=step, max_steps=until, channels_last=cuda,
+                                    totals=[EpochTotals() for _ in range(members)])
+            step, images, epoch = step + totals[0].steps, images + totals[0].images * members, epoch + 1
         sync(device)
         return step, epoch, images / (time.perf_counter() - t0)
 
@@ -148,6 +168,21 @@ def peer(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
     return images / (time.perf_counter() - t0)
 
 
+def packed(name: str, k: int, args: argparse.Namespace) -> float:
+    """Images per second summed over k processes, each one run of `name` (ours), started together
+    on the same device: the process packing that seeds=K competes with. Each process times its own
+    steps after its warm-up, so the windows overlap but need not coincide."""
+    with tempfile.TemporaryDirectory() as tmp:
+        common = ["--models", name, "--no-peer", "--data", args.data, "--data-root", args.data_root, "--batch-size",
+                  str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup), "--device",
+                  args.device, "--compile", args.compile, "--graphs", args.graphs]
+        procs = [subprocess.Popen([sys.executable, __file__, *common, "--out", f"{tmp}/{i}.json"],
+                                  stdout=subprocess.DEVNULL) for i in range(k)]
+        if any(p.wait() for p in procs):
+            raise SystemExit(f"bench: a packed process of {name} failed")
+        return sum(json.loads(Path(f"{tmp}/{i}.json").read_text())["rows"][0]["ours"] for i in range(k))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110", "wrn_28_10", "resnet50"])
@@ -164,6 +199,10 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="folder for a torch.profiler table of 20 steps of ours per model")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the peer loop")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--members", type=int, default=1,
+                        help="K > 1 also times seeds=K: K members in one network, images/s summed over members, "
+                             "against K runs one at a time")
+    parser.add_argument("--packed", action="store_true", help="with --members K, also time K packed processes")
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -189,12 +228,26 @@ def main() -> None:
         row = {"model": name, "data": data_name, "batch_size": batch,
                "ours": ours(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, compile_mode, graphs,
                            args.profile / f"{name}.txt" if args.profile else None)}
+        if args.members > 1:
+            k = args.members
+            row["members"] = k
+            row["k_wide"] = ours(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, compile_mode,
+                                 graphs, members=k)
+            row["k_wide_vs_one_at_a_time"] = row["k_wide"] / row["ours"]  # K runs in turn give ours img/s in all
+            if args.packed:
+                row["packed"] = packed(name, k, args)
+                row["k_wide_vs_packed"] = row["k_wide"] / row["packed"]
         if not args.no_peer and model_cfg.stem != "imagenet":
             row["peer"] = peer(model_cfg, data_cfg, split, batch, args.steps, args.warmup, device, args.workers)
             row["ratio"] = row["ours"] / row["peer"]
         rows.append(row)
         print(f"{name:12s} ours {row['ours']:9.0f} img/s" + (f"   peer {row['peer']:9.0f} img/s   x{row['ratio']:.2f}"
                                                             if "peer" in row else ""), flush=True)
+        if "k_wide" in row:
+            print(f"{name:12s} seeds={row['members']}: {row['k_wide']:9.0f} img/s summed over members, "
+                  f"x{row['k_wide_vs_one_at_a_time']:.2f} vs {row['members']} runs one at a time"
+                  + (f", x{row['k_wide_vs_packed']:.2f} vs {row['members']} packed processes "
+                     f"({row['packed']:.0f} img/s)" if "packed" in row else ""), flush=True)
     meta = {"date": date.today().isoformat(), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or "cpu", "torch": torch.__version__, "compile": compile_mode,
             "cuda_graphs": graphs,
@@ -204,6 +257,13 @@ def main() -> None:
         peer_s = f"{r['peer']:.0f}" if "peer" in r else "–"
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else "–"
         print(f"| {r['model']} | {r['data']} | {r['batch_size']} | {r['ours']:.0f} | {peer_s} | {ratio} |")
+    if args.members > 1:
+        print(f"\n| model | batch per member | 1 run img/s | seeds={args.members} img/s (sum) | vs one at a time "
+              f"| {args.members} packed img/s | vs packed |\n|---|---|---|---|---|---|---|")
+        for r in rows:
+            packed_s, vs = (f"{r['packed']:.0f}", f"{r['k_wide_vs_packed']:.2f}x") if "packed" in r else ("–", "–")
+            print(f"| {r['model']} | {r['batch_size']} | {r['ours']:.0f} | {r['k_wide']:.0f} | "
+                  f"{r['k_wide_vs_one_at_a_time']:.2f}x | {packed_s} | {vs} |")
     print(f"\n{meta['device']}, torch {meta['torch']}, compile={compile_mode}, CUDA graphs {graphs}, {meta['date']}")
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 

@@ -199,3 +199,23 @@ def test_bench_script_runs_tiny_on_cpu(tmp_path):
     assert "| resnet20 | cifar10_sample | 16 |" in proc.stdout and result["meta"]["torch"] == torch.__version__
     table = (tmp_path / "prof" / "resnet20.txt").read_text()
     assert table.startswith("20 steps of resnet-20, batch 16") and "aten::convolution" in table
+
+
+@pytest.mark.slow
+def test_bench_script_times_seeds_against_one_at_a_time_and_packed(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--data", "cifar10_sample", "--device",
+                           "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "16", "--models", "resnet20",
+                           "--members", "2", "--packed", "--no-peer", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["members"] == 2 and row["k_wide"] > 0 and row["packed"] > 0
+    assert row["k_wide_vs_one_at_a_time"] == pytest.approx(row["k_wide"] / row["ours"])
+    assert row["k_wide_vs_packed"] == pytest.approx(row["k_wide"] / row["packed"])
+    assert "| resnet20 | 16 |" in proc.stdout and "vs packed" in proc.stdout
