@@ -82,6 +82,23 @@ def cli(tmp_path, monkeypatch, capsys):
     return run
 
 
+def signal_after_step(monkeypatch, n: int) -> None:
+    """A real SIGUSR1 to this process right after the n-th training step (counted from 1)."""
+    import signal
+
+    from resnet_train.engine import TrainStep
+
+    step, steps = TrainStep.__call__, []
+
+    def signalling_step(self, x, y, observe=None):
+        step(self, x, y, observe)
+        steps.append(1)
+        if len(steps) == n:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(TrainStep, "__call__", signalling_step)
+
+
 def our_line(err: str) -> str:
     """The one error line of a failed command."""
     lines = [line for line in err.splitlines() if line.strip()]

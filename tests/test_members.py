@@ -2,8 +2,6 @@
 
 import copy
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from resnet_train.distributed import Dist
 from resnet_train.engine import TrainStep
 from resnet_train.optim import build_optimizer
 
-from .conftest import net
+from .conftest import net, signal_after_step
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -182,15 +180,7 @@ def test_interrupted_members_resume_exactly(tiny, tmp_path, monkeypatch):
     from resnet_train.train import train
 
     straight = train(tiny(epochs=2, seeds=2), tmp_path / "a")
-    step, steps = TrainStep.__call__, []
-
-    def signal_during_sixth_step(self, x, y, observe=None):
-        step(self, x, y, observe)
-        steps.append(1)
-        if len(steps) == 6:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    monkeypatch.setattr(TrainStep, "__call__", signal_during_sixth_step)
+    signal_after_step(monkeypatch, 6)
     with pytest.raises(Interrupted, match=f"saved in each member's last.pt below {tmp_path / 'b'}.*resume=auto"):
         train(tiny(epochs=2, seeds=2), tmp_path / "b")
     monkeypatch.undo()

@@ -15,7 +15,7 @@ import torch
 from resnet_train import checkpoint as ckpt_io
 from resnet_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-from .conftest import TINY, our_line, run_cli
+from .conftest import TINY, our_line, run_cli, signal_after_step
 
 # ---------------------------------------------------------------- interruption
 
@@ -58,22 +58,12 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_uninterrupted(tmp_path):
 def test_mid_epoch_stop_resumes_exactly_in_process(tiny, tmp_path, monkeypatch):
     """The same check without a subprocess: a real SIGUSR1 arrives during iteration 6, the 2nd of
     epoch 2's 4 steps; the run stops after that step."""
-    import os
 
-    from resnet_train.engine import TrainStep
     from resnet_train.interrupt import Interrupted
     from resnet_train.train import train
 
     straight = train(tiny(epochs=2), tmp_path / "a")
-    step, steps = TrainStep.__call__, []
-
-    def signal_during_sixth_step(self, x, y, observe=None):
-        step(self, x, y, observe)
-        steps.append(1)
-        if len(steps) == 6:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    monkeypatch.setattr(TrainStep, "__call__", signal_during_sixth_step)
+    signal_after_step(monkeypatch, 6)
     with pytest.raises(Interrupted, match="interrupted by SIGUSR1 in epoch 2 at iteration 6"):
         train(tiny(epochs=2), tmp_path / "b")
     monkeypatch.undo()
