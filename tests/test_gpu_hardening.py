@@ -53,7 +53,7 @@ def test_graph_capture_is_thread_local(monkeypatch):
     model = net(depth=8)
     step = engine.GraphedTrainStep(model, build_optimizer(model, OptimConfig()), device=torch.device("cpu"),
                                    amp=False, warmup=0)
-    step.sums.reset(engine.EpochTotals(), 0)
+    step.sums.reset([engine.EpochTotals()], 0)
     step(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
     assert calls[0] == {"capture_error_mode": "thread_local"} and calls[1] == "replay"
 
