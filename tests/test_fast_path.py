@@ -137,7 +137,7 @@ def test_graphed_step_computes_the_eager_step(monkeypatch):
         model = net(family="resnet", depth=8, num_classes=10).to(device)
         step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=False)
         model.train()
-        step_fn.sums.reset(EpochTotals(), 0)
+        step_fn.sums.reset([EpochTotals()], 0)
         for x, y in batches:
             step_fn(x.to(device), y.to(device))
         sums = step_fn.sums
@@ -163,7 +163,7 @@ def test_no_host_sync_inside_the_step_loop(step_class):
     model = net(family="resnet", depth=8, num_classes=10).to(device, memory_format=torch.channels_last)
     step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=True)
     model.train()
-    step_fn.sums.reset(EpochTotals(), 0)
+    step_fn.sums.reset([EpochTotals()], 0)
     for _ in range(4):
         step_fn(*next(batches))
     torch.cuda.set_sync_debug_mode("error")
