@@ -231,6 +231,12 @@ def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: 
     return lines + [""]
 
 
+def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> Runs | None:
+    """The arm's runs; where it ran with several configs, the first one's (by label)."""
+    found = variants(runs, experiment, model)
+    return found[0][1] if found else None
+
+
 def screening_fractions(folders: list[Path]) -> list[float]:
     return sorted({s.get("screening", 1.0) for _, s in finished_runs(folders)} - {1.0})
 
@@ -245,7 +251,7 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool
     """One row per arm (per config, where an arm ran with several); `published=False` (screening
     runs) leaves the published columns out."""
     ref = group.arms[0]
-    ref_runs = next((r for _, r in variants(runs, ref.experiment, ref.model)), None)
+    ref_runs = first_variant(runs, ref.experiment, ref.model)
     head = "| arm | model | n | test error % (mean ± std) | best epoch |"
     lines = [head + (" published % | our Δ vs ref | published Δ |" if published else " our Δ vs ref |"),
              "|---|---|---|---|---|---|" + ("---|---|" if published else "")]
@@ -266,15 +272,15 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool
 
 
 def _mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
-    """The arm's mean; where it ran with several configs, the first one's (by label)."""
-    found = variants(runs, experiment, model)
-    return found[0][1].mean if found else None
+    """The arm's mean test error (first_variant)."""
+    r = first_variant(runs, experiment, model)
+    return r.mean if r else None
 
 
 def _train_mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
-    """The arm's mean final training error (first config, as _mean)."""
-    found = variants(runs, experiment, model)
-    return statistics.fmean(found[0][1].train_errors) if found and found[0][1].train_errors else None
+    """The arm's mean final training error (first_variant)."""
+    r = first_variant(runs, experiment, model)
+    return statistics.fmean(r.train_errors) if r and r.train_errors else None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -290,8 +296,7 @@ def degradation_table(runs: dict[tuple[str, str], Runs]) -> list[str]:
     for d in DEGRADATION_DEPTHS:
         row = f"| {d} |"
         for family in ("plain", "resnet"):
-            found = variants(runs, f"he2015/{family}{d}", f"{family}-{d}")
-            r = found[0][1] if found else None
+            r = first_variant(runs, f"he2015/{family}{d}", f"{family}-{d}")
             row += f" {r.n} | {_mean_std(r.train_errors)} | {_mean_std(r.errors)} |" if r else " 0 | not run | – |"
         lines.append(row)
     return lines
@@ -309,10 +314,9 @@ def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path) -> bool:
     drawn = False
     for ax, family, name in zip(axes, ("plain", "resnet"), ("plain", "ResNet"), strict=True):
         for color, d in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], DEGRADATION_DEPTHS, strict=False):
-            found = variants(runs, f"he2015/{family}{d}", f"{family}-{d}")
-            if not found:
+            r = first_variant(runs, f"he2015/{family}{d}", f"{family}-{d}")
+            if r is None:
                 continue
-            r = found[0][1]
             steps, train = r.mean_curve("step", "train_err")
             ax.plot(steps, train, "--", color=color, linewidth=1)
             steps, test = r.mean_curve("step", "test_err")
