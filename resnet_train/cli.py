@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import os
 import shutil
@@ -72,7 +73,16 @@ def _remove_if_empty(folder: str) -> None:
             parent.rmdir()
 
 
-@hydra.main(version_base="1.3", config_path="pkg://resnet_train.conf", config_name="config")
+def config_source() -> str:
+    """Installed (a wheel or an editable install), the configs are the package resnet_train.conf; run
+    from a source tree on PYTHONPATH alone, as on the GPU machine, where nothing is installed, they are
+    the tree's own conf/."""
+    if importlib.util.find_spec("resnet_train.conf") is not None:
+        return "pkg://resnet_train.conf"
+    return str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=config_source(), config_name="config")
 def hydra_main(dict_cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
