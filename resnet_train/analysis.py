@@ -92,9 +92,15 @@ def plot_responses(curves: dict[str, list[float]], path: Path, title: str = "Lay
     plt.close(fig)
 
 
-def write_responses(path: Path, record: dict[str, Any]) -> Path:
-    """`record` as JSON at `path`, and its plot beside it (same name, .png)."""
+def write_responses(path: Path, record: dict[str, Any]) -> Path | None:
+    """`record` as JSON at `path`, and its plot beside it (same name, .png), returned; None where
+    matplotlib is missing, as on the GPU machine, which runs the source tree with no install: the
+    JSON is the result, and resnet-train-report plots it later."""
     path.write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
     png = path.with_suffix(".png")
     plot_responses({record["model"]: [r["std"] for r in record["layers"]]}, png,
                    f"Layer responses, {record['model']} ({record['ckpt']})")

@@ -125,5 +125,6 @@ def analyze_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[
     stds = [r["std"] for r in layers]
     log.info(f"layer responses: {len(stds)} 3x3 layers, std mean {sum(stds) / len(stds):.3f}, "
              f"max {max(stds):.3f} ({layers[stds.index(max(stds))]['layer']})")
-    log.info(f"wrote {path} and {png}")
+    log.info(f"wrote {path} and {png}" if png else
+             f"wrote {path}; no plot, as matplotlib is not installed (resnet-train-report plots these files)")
     return record

@@ -1,11 +1,14 @@
 """Layer responses (He 2015 Fig. 7) and gradient-norm logging."""
 
+import json
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_train.analysis import GradNorms, gradient_groups, layer_responses, response_layers
+from resnet_train.analysis import GradNorms, gradient_groups, layer_responses, response_layers, write_responses
 
 from .conftest import net
 
@@ -54,6 +57,15 @@ def test_layer_responses_equal_the_std_of_every_output_value():
     assert [r["layer"] for r in got] == list(outputs)
     assert [r["std"] for r in got] == pytest.approx(want, rel=1e-9)
     assert not model.training
+
+
+def test_responses_are_written_with_their_plot_and_without_matplotlib(tmp_path, monkeypatch):
+    record = {"model": "resnet-8", "ckpt": "last.pt", "layers": [{"layer": "stem.1", "std": 0.5}]}
+    png = write_responses(tmp_path / "a.json", record)
+    assert png == tmp_path / "a.png" and png.stat().st_size > 0
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on the GPU machine: no matplotlib
+    assert write_responses(tmp_path / "b.json", record) is None
+    assert json.loads((tmp_path / "b.json").read_text()) == record and not (tmp_path / "b.png").exists()
 
 
 def test_gradient_groups_cover_every_parameter_once():
