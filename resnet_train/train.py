@@ -394,6 +394,8 @@ def _interrupted(stop: GracefulStop, state: TrainState, overrides: list[str], ru
     # Under DDP another rank may have got the signal; SIGTERM is what torchrun passes on.
     signum = stop.signum or signal.SIGTERM
     saved = f"each member's last.pt below {run_dir}" if members else str(run_dir / "last.pt")
+    # Also in the run's own log: a packed sweep's workers have no console that outlives them.
+    log.info(f"stopped by {signal.Signals(signum).name} at iteration {state.step}; saved {saved}")
     return Interrupted(f"interrupted by {signal.Signals(signum).name} in epoch {state.epoch + 1} at iteration "
                        f"{state.step}; the state is saved in {saved}. Resume in the same folder with: "
                        f"{resume_command(overrides, run_dir)}", signum, stop.previous(signum))

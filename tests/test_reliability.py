@@ -40,6 +40,8 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_uninterrupted(tmp_path):
     assert "interrupted by SIGTERM" in err
     saved = load_checkpoint(run / "last.pt")
     assert saved["epoch"] in (1, 2)  # mid-epoch 2, or at its end if the signal came late
+    assert f"stopped by SIGTERM at iteration {saved['step']}; saved {run / 'last.pt'}" in (
+        run / "resnet_train.log").read_text()
 
     # The printed command continues in the same folder.
     hint = shlex.split(err.split("Resume in the same folder with: ")[1].strip())
