@@ -122,24 +122,29 @@ def test_each_cuda_path_trains_and_resumes(tiny, tmp_path, overrides):
 @pytest.mark.slow
 @pytest.mark.gpu
 @no_cuda
-def test_graphed_step_computes_the_eager_step(monkeypatch):
+@pytest.mark.parametrize("amp,channels_last,dropout", [(False, False, 0.0), (True, True, 0.3)],
+                         ids=["fp32", "bf16-channels_last-dropout"])
+def test_graphed_step_computes_the_eager_step(monkeypatch, amp, channels_last, dropout):
     """Same weights and sums after steps that cross the capture (3 eager warm-up steps, then
-    replays) and an odd-sized batch after it (eager, with the graph's gradients put back)."""
+    replays) and an odd-sized batch after it (eager, with the graph's gradients put back). With
+    dropout, each replay draws the masks that the eager step would draw at that point (the graph
+    advances the CUDA generator's offset as the eager kernels do)."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     device = torch.device("cuda")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen))
                for n in [32] * 6 + [20] + [32] * 3]
     results = []
     for step_class in (TrainStep, GraphedTrainStep):
         torch.manual_seed(1)
-        model = net(family="resnet", depth=8, num_classes=10).to(device)
-        step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=False)
+        model = net(family="resnet", depth=8, num_classes=10, dropout=dropout).to(device, memory_format=fmt)
+        step_fn = step_class(model, build_optimizer(model, OptimConfig()), device=device, amp=amp)
         model.train()
         step_fn.sums.reset([EpochTotals()], 0)
         for x, y in batches:
-            step_fn(x.to(device), y.to(device))
+            step_fn(x.to(device, memory_format=fmt), y.to(device))
         sums = step_fn.sums
         results.append((torch.cat([p.detach().flatten() for p in model.parameters()]),
                         sums.loss_sum.item(), sums.wrong.item(), sums.iteration.item()))
@@ -147,6 +152,26 @@ def test_graphed_step_computes_the_eager_step(monkeypatch):
     assert graphed_sums[1:] == eager_sums[1:] and graphed_sums[2] == len(batches)
     assert graphed_sums[0] == pytest.approx(eager_sums[0], rel=1e-5)
     assert torch.allclose(eager, graphed, atol=1e-5), (eager - graphed).abs().max()
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@no_cuda
+def test_graphs_with_the_dataloader_path_train_as_eager(tiny, tmp_path, monkeypatch):
+    """train.cuda_graphs with per-image loading (data.on_gpu=false): two loader workers and the
+    pin-memory thread run during the capture and the replays, bf16, channels_last and dropout
+    on (tiny's ResNet-8 has dropout 0.1). 8 steps, captured at the 4th, then a new epoch's workers."""
+    from resnet_train.checkpoint import load_checkpoint
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    common = {"device": "cuda", "data.on_gpu": False, "data.num_workers": 2, "train.amp": True,
+              "train.channels_last": True}
+    eager = train(tiny(epochs=2, **common), tmp_path / "eager")
+    graphed = train(tiny(epochs=2, **common, **{"train.cuda_graphs": True}), tmp_path / "graphed")
+    assert graphed["final_test_err"] == pytest.approx(eager["final_test_err"], abs=2.0)
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("eager", "graphed"))
+    for key, tensor in a.items():
+        assert torch.allclose(tensor.float(), b[key].float(), rtol=1e-3, atol=1e-3), key
 
 
 @pytest.mark.slow
