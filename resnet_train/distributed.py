@@ -47,6 +47,17 @@ def resolve_device(name: str, job_index: int | None = None) -> torch.device:
     return torch.device(name)
 
 
+def configure_cuda() -> None:
+    """For a CUDA run or evaluation: cuDNN picks the fastest algorithms for the run's fixed shapes,
+    and fp32 convolutions stay IEEE fp32. By default cuDNN runs them as TF32 (a 10-bit mantissa) on
+    Ampere and later GPUs, which would make the plain reference path (train.amp=false) and
+    mode=analyze's fp32 measurements something less; bf16 autocast is unaffected, and fp32 matmuls
+    are IEEE by default. The legacy flag, not torch>=2.9's fp32_precision: once the new API is
+    used, reading the legacy flag raises, and torch.compile's autotuner still reads it."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def from_env(env: dict[str, str] | None = None) -> Dist:
     """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; under `srun` without torchrun, SLURM's
     SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID stand in (MASTER_ADDR and MASTER_PORT must be

@@ -17,7 +17,7 @@ from .analysis import layer_responses, write_responses
 from .checkpoint import CheckpointError
 from .config import Config, DataConfig, ModelConfig, override_keys
 from .data import build_datasets, make_loader, wants_top5
-from .distributed import resolve_device
+from .distributed import configure_cuda, resolve_device
 from .engine import evaluate
 from .models import ModelSpec, build_model
 from .models.summary import model_summary
@@ -77,6 +77,8 @@ def load_for_testing(cfg: Config, overrides: list[str]) -> Loaded:
     """The model comes from the checkpoint's config, and so does the data unless the command
     line overrides it (`overrides`: the command line's, as Hydra passes them)."""
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        configure_cuda()
     state = ckpt_io.load_checkpoint(cfg.ckpt)
     spec = ModelConfig(**state["config"]["model"])
     ignored = [o for o in overrides if o.lstrip("+~").startswith(("model=", "model."))]

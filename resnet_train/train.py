@@ -131,7 +131,7 @@ def setup(cfg: Config, run_dir: Path, overrides: list[str], device: torch.device
     if cfg.train.sync_bn and dist.active:
         model = distributed.convert_sync_bn(model)
     if cuda:
-        torch.backends.cudnn.benchmark = True
+        distributed.configure_cuda()
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     data = build_datasets(cfg.data, cfg.seed)
     sampler = EpochSampler(len(data.train), cfg.seed, cfg.train.batch_size, dist.rank, dist.world,

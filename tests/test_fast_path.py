@@ -114,6 +114,7 @@ no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA
 def test_each_cuda_path_trains_and_resumes(tiny, tmp_path, overrides):
     out = train(tiny(epochs=2, device="cuda", **overrides), tmp_path / "a")
     assert out["final_test_err"] < 95
+    assert not torch.backends.cudnn.allow_tf32  # fp32 convolutions stay fp32 (distributed.configure_cuda)
     train(tiny(epochs=1, device="cuda", **overrides), tmp_path / "b")
     resumed = train(tiny(epochs=2, device="cuda", resume="auto", **overrides), tmp_path / "b")
     assert resumed["epochs"] == 2 and resumed["final_test_err"] < 95

@@ -14,7 +14,7 @@ from resnet_train import checkpoint as ckpt_io
 from resnet_train import engine
 from resnet_train.config import DataConfig, OptimConfig, validate
 from resnet_train.data import DeviceBatches, EpochSampler, Split
-from resnet_train.distributed import SyncBatchNorm2d, combine_moments, resolve_device
+from resnet_train.distributed import SyncBatchNorm2d, combine_moments, configure_cuda, resolve_device
 from resnet_train.optim import build_optimizer
 
 from .conftest import net
@@ -32,6 +32,16 @@ def test_device_cuda_resolves_to_the_current_index(two_fake_gpus):
     assert resolve_device("cuda") == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
     assert resolve_device("auto", job_index=3) == torch.device("cuda", 1)
+
+
+def test_cuda_runs_keep_fp32_convolutions_fp32(monkeypatch):
+    # PyTorch's default runs cuDNN's fp32 convolutions as TF32: the plain reference path
+    # (train.amp=false) would not be fp32.
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    configure_cuda()
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32  # PyTorch's default
 
 
 def test_graph_capture_is_thread_local(monkeypatch):
