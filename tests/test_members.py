@@ -44,15 +44,25 @@ CASES = [(spec, torch.float32, 1e-5) for spec in CIFAR_SPECS] + [(spec, torch.fl
                                                                  for spec in CIFAR_SPECS + [IMAGENET]]
 
 
-@pytest.mark.parametrize("spec,dtype,tol", CASES, ids=lambda v: "-".join(map(str, v.values())) if isinstance(v, dict)
-                         else str(v).replace("torch.", ""))
+def case_id(v) -> str:
+    return "-".join(map(str, v.values())) if isinstance(v, dict) else str(v).replace("torch.", "")
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("spec,dtype,tol", CASES, ids=case_id)
 def test_each_member_gives_its_standalone_logits_and_gradients(spec, dtype, tol):
+    check_logits_and_gradients(spec, dtype, tol, CPU)
+
+
+def check_logits_and_gradients(spec: dict, dtype: torch.dtype, tol: float, device: torch.device) -> None:
     k = 3
     models, wide = standalone_and_wide(k, **spec)
-    models, wide = [m.to(dtype) for m in models], wide.to(dtype)
+    models, wide = [m.to(device, dtype) for m in models], wide.to(device, dtype)
     size = 32  # the ImageNet stem too: 1 px left at stage 4, every layer still exercised
-    xs = [torch.randn(6, 3, size, size, dtype=dtype) for _ in range(k)]
-    ys = [torch.randint(0, 10, (6,)) for _ in range(k)]
+    xs = [torch.randn(6, 3, size, size, dtype=dtype, device=device) for _ in range(k)]
+    ys = [torch.randint(0, 10, (6,), device=device) for _ in range(k)]
     logits = wide(torch.cat(xs, 1))
     assert logits.shape == (6, k, 10)
     F.cross_entropy(logits.transpose(1, 2), torch.stack(ys, 1), reduction="none").mean(0).sum().backward()
@@ -63,6 +73,21 @@ def test_each_member_gives_its_standalone_logits_and_gradients(spec, dtype, tol)
         wide_grads = kw.member_state({n: p.grad for n, p in wide.named_parameters()}, i, k)
         for name, p in model.named_parameters():
             assert rel(wide_grads[name], p.grad) < tol, name
+
+
+no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# cuDNN runs a grouped convolution with other algorithms than K separate ones; fp32 with TF32
+# off (as training sets it), so rounding is all that differs.
+CUDA_CASES = [(spec, torch.float32, 1e-4) for spec in CIFAR_SPECS] + [(spec, torch.float64, 1e-9)
+                                                                      for spec in CIFAR_SPECS + [IMAGENET]]
+
+
+@pytest.mark.gpu
+@no_cuda
+@pytest.mark.parametrize("spec,dtype,tol", CUDA_CASES, ids=case_id)
+def test_each_member_gives_its_standalone_logits_and_gradients_on_cuda(spec, dtype, tol, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    check_logits_and_gradients(spec, dtype, tol, torch.device("cuda"))
 
 
 def test_member_states_unpack_exactly():
@@ -78,19 +103,20 @@ def flat(state: dict) -> torch.Tensor:
     return torch.cat([t.double().flatten() for t in state.values() if t.is_floating_point()])
 
 
-def train_both(k: int, cfg: OptimConfig, dtype: torch.dtype, steps: int = 3, exact: bool = False):
+def train_both(k: int, cfg: OptimConfig, dtype: torch.dtype, steps: int = 3, exact: bool = False,
+               device: torch.device = CPU):
     """k standalone TrainSteps and one K-member TrainStep after `steps` steps on the same data;
-    exact=True adds the standalone runs in float64, the rounding-free reference."""
+    exact=True adds the standalone runs in float64, the rounding-free reference. On CUDA, SGD and
+    Adam take their fused kernels (optim.build_optimizer)."""
     models, wide = standalone_and_wide(k, depth=8)
-    refs = [copy.deepcopy(m).double() for m in models] if exact else []
-    models, wide = [m.to(dtype) for m in models], wide.to(dtype)
-    cpu = torch.device("cpu")
-    solo, ref = ([TrainStep(m, build_optimizer(m, cfg), device=cpu, amp=False) for m in group]
+    refs = [copy.deepcopy(m).to(device, torch.float64) for m in models] if exact else []
+    models, wide = [m.to(device, dtype) for m in models], wide.to(device, dtype)
+    solo, ref = ([TrainStep(m, build_optimizer(m, cfg), device=device, amp=False) for m in group]
                  for group in (models, refs))
-    together = TrainStep(wide, build_optimizer(wide, cfg), device=cpu, amp=False, members=k)
+    together = TrainStep(wide, build_optimizer(wide, cfg), device=device, amp=False, members=k)
     for _ in range(steps):
-        xs = [torch.randn(16, 3, 32, 32, dtype=torch.float64) for _ in range(k)]
-        ys = [torch.randint(0, 10, (16,)) for _ in range(k)]
+        xs = [torch.randn(16, 3, 32, 32, dtype=torch.float64, device=device) for _ in range(k)]
+        ys = [torch.randint(0, 10, (16,), device=device) for _ in range(k)]
         for step, x, y in zip(solo, xs, ys, strict=True):
             step(x.to(dtype), y)
         for step, x, y in zip(ref, xs, ys, strict=False):
@@ -106,10 +132,14 @@ OPTIMIZERS = [dict(name="sgd", nesterov=True), dict(name="adam", lr=1e-3), dict(
 @pytest.mark.slow
 @pytest.mark.parametrize("optim", OPTIMIZERS, ids=lambda o: o["name"])
 def test_training_steps_match_standalone_runs(optim):
+    check_training_steps(optim, CPU)
+
+
+def check_training_steps(optim: dict, device: torch.device) -> None:
     """In float64, where rounding cannot hide a mismatch: every weight, buffer and optimizer
     state tensor of every member equals its standalone run's."""
     k = 3
-    solo, together, _ = train_both(k, OptimConfig(**optim), torch.float64)
+    solo, together, _ = train_both(k, OptimConfig(**optim), torch.float64, device=device)
     weights, opt_state = together.model.state_dict(), together.optimizer.state_dict()
     for i, step in enumerate(solo):
         mine = kw.member_state(weights, i, k)
@@ -123,6 +153,14 @@ def test_training_steps_match_standalone_runs(optim):
                     assert rel(ours[idx][key], value) < 1e-9, (idx, key)
         assert step.sums.loss_sum.item() == pytest.approx(together.sums.loss_sum[i].item(), rel=1e-12)
         assert step.sums.wrong.item() == together.sums.wrong[i].item()
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@no_cuda
+@pytest.mark.parametrize("optim", OPTIMIZERS, ids=lambda o: o["name"])
+def test_training_steps_match_standalone_runs_on_cuda(optim):
+    check_training_steps(optim, torch.device("cuda"))
 
 
 @pytest.mark.slow
