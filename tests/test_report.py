@@ -196,3 +196,16 @@ def test_report_flags_responses_against_the_paper(tmp_path):
     text = out.read_text()
     assert "- ResNets' responses are smaller than their plain counterparts': DISAGREES" in text
     assert "- Deeper ResNets have smaller responses: not analysed yet" in text
+
+
+def test_docs_results_is_the_report_of_results_folder(tmp_path):
+    """docs/results.md is what the report writes for results/ today, with the data caveat that
+    the reproduction issue asks beside every table; rerun the report after changing it."""
+    from .conftest import ROOT
+
+    committed = (ROOT / "docs" / "results.md").read_text()
+    note = committed.split("\n\n")[1]
+    assert note.startswith("Data caveat:") and "JPEG (quality 75)" in note
+    main([str(ROOT / "results"), "--out", str(tmp_path / "results.md"), "--note", note])
+    assert (tmp_path / "results.md").read_text() == committed, (
+        "stale: resnet-train-report results --out docs/results.md --note NOTE")
