@@ -74,6 +74,8 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
         model = kwide.widen(model, members)
         model.load_state_dict(kwide.pack_state([m.state_dict() for m in models]))
     if cuda:
+        # Not distributed.configure_cuda: its TF32 switch would also hold for the peer loop, which
+        # runs later in this process and keeps PyTorch's defaults, as public reproductions do.
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     step_model = model if compile_mode == "none" else torch.compile(model, mode=compile_mode, dynamic=False)
