@@ -4,8 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CONF = ROOT / "conf"
 # Shrinks any command line to seconds on CPU: 512 real CIFAR-10 training images, ResNet-8.
 TINY = ["data=cifar10_sample", "data.train_size=512", "data.test_size=200", "data.num_workers=0",

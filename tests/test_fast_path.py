@@ -13,7 +13,7 @@ from resnet_train.engine import EpochTotals, GraphedTrainStep, TrainStep
 from resnet_train.optim import build_optimizer
 from resnet_train.train import train
 
-from .conftest import net
+from .conftest import net, no_cuda
 
 N = 3000
 
@@ -100,9 +100,6 @@ def test_on_gpu_refuses_datasets_read_from_disk(tiny, tmp_path):
     cfg.data.augment = "imagenet"
     with pytest.raises(ValueError, match="data.on_gpu=true needs an in-memory dataset"):
         train(cfg, tmp_path)
-
-
-no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.slow
