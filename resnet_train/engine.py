@@ -233,22 +233,27 @@ def _check_finite(first_bad: torch.Tensor, lr_fn: Callable[[int], float]) -> Non
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, *, device: torch.device, amp: bool = False,
-             channels_last: bool = False, top5: bool = False) -> dict[str, float]:
+             channels_last: bool = False, top5: bool = False, members: int = 1) -> dict[str, float] | list[dict]:
+    """Mean loss and error (percent; err5 with top5) over `batches` in eval mode. With members=K,
+    `model` is a K-member network fed MemberBatches (labels (batch, K)), and the result is a
+    list: member k's results, each as its own network would give them on its own batches."""
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
-    wrong5 = torch.zeros((), device=device, dtype=torch.int64)
+    loss_sum = torch.zeros(members, device=device, dtype=torch.float64)
+    wrong = torch.zeros(members, device=device, dtype=torch.int64)
+    wrong5 = torch.zeros(members, device=device, dtype=torch.int64)
     images = 0
     for batch in batches:
         x, y = _to(batch, device, channels_last)
         with _autocast(device, amp):
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        wrong += (logits.argmax(1) != y).sum()
+        if logits.dim() == 2:
+            logits, y = logits[:, None], y[:, None]
+        loss_sum += F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").double().sum(0)
+        wrong += (logits.argmax(-1) != y).sum(0)
         if top5:
-            wrong5 += (logits.topk(5, dim=1).indices != y[:, None]).all(1).sum()
+            wrong5 += (logits.topk(5, dim=-1).indices != y[..., None]).all(-1).sum(0)
         images += y.shape[0]
-    out = {"loss": loss_sum.item() / images, "err": 100.0 * wrong.item() / images}
-    if top5:
-        out["err5"] = 100.0 * wrong5.item() / images
-    return out
+    out = []
+    for loss, w, w5 in zip(loss_sum.tolist(), wrong.tolist(), wrong5.tolist(), strict=True):
+        out.append({"loss": loss / images, "err": 100.0 * w / images} | ({"err5": 100.0 * w5 / images} if top5 else {}))
+    return out if members > 1 else out[0]

@@ -12,6 +12,9 @@ weights is that run's gradient. Its channels never mix with another member's:
 - the zero-padding shortcut pads each member's block of channels (PadShortcut.members);
 - the classifier is K classifiers applied to their own members' features (MemberLinear).
 
+Evaluation is one pass of the K-member network over the members' own eval batches side by side
+(train.evaluate_runs): in eval mode each member's BN uses its own running statistics.
+
 Every tensor of the K-member state_dict is the members' tensors concatenated along dim 0 (scalars,
 BN's num_batches_tracked, are shared), and so is the optimizer state: every optimizer here is
 elementwise, so one optimizer over the K-member parameters is K optimizers.

@@ -82,6 +82,11 @@ class Run:
     def done(self, state: TrainState) -> bool:
         return state.epoch >= self.num_epochs or state.step >= self.total_steps
 
+    def evaluates_after(self, state: TrainState) -> bool:
+        """Whether the epoch now ending (state.epoch, counted from 0) ends with an evaluation."""
+        ended = replace(state, epoch=state.epoch + 1)
+        return (ended.epoch % self.cfg.train.eval_every == 0 or self.done(ended)) and self.dist.is_main
+
     def save(self, state: TrainState, names: list[str]) -> None:
         rngs = distributed.gather(ckpt_io.rng_state(self.device), self.dist)
         if not self.dist.is_main:
@@ -193,9 +198,24 @@ def train_one_epoch(runs: list[Run], states: list[TrainState], step_fn: TrainSte
     return [_global_totals(t, run.dist, run.device) for t in totals], stopped
 
 
-def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm) -> None:
-    """Counts the finished epoch, evaluates (rank 0), logs, and saves last.pt (and best.pt,
-    epoch_NNNN.pt)."""
+def evaluate_runs(runs: list[Run], model: nn.Module) -> list[dict[str, dict[str, float]]]:
+    """Each run's results on each evaluation split: one run's, or with seeds=K the K members' in
+    one pass of the K-member `model`, each member fed its own run's batches."""
+    lead, k = runs[0], len(runs)
+    results: list[dict[str, dict[str, float]]] = [{} for _ in runs]
+    for name, loader in lead.eval_loaders.items():
+        batches = loader if k == 1 else kwide.MemberBatches([run.eval_loaders[name] for run in runs])
+        res = evaluate(model, batches, device=lead.device, amp=lead.amp, channels_last=lead.channels_last,
+                       top5=wants_top5(lead.cfg.data), members=k)
+        for mine, member_res in zip(results, res if k > 1 else [res], strict=True):
+            mine[name] = member_res
+    return results
+
+
+def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm,
+                 results: dict[str, dict[str, float]] | None) -> None:
+    """Counts the finished epoch, logs it with its evaluation `results` (rank 0, where due; else
+    None), and saves last.pt (and best.pt, epoch_NNNN.pt)."""
     state.epoch += 1
     state.partial = EpochTotals()
     state.train_seconds += totals.seconds
@@ -203,13 +223,10 @@ def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm) ->
     scalars = {"train/loss": totals.loss, "train/err": totals.err, "lr": run.lr_fn(state.step - 1),
                "perf/img_per_s": totals.images / totals.seconds, "perf/epoch_s": totals.seconds}
     improved = False
-    due = state.epoch % run.cfg.train.eval_every == 0 or run.done(state)
-    if run.dist.is_main and due:
+    if results is not None:
         record: dict[str, Any] = {"epoch": state.epoch, "step": state.step, "lr": scalars["lr"],
                                   "train_loss": totals.loss, "train_err": totals.err}
-        for name, loader in run.eval_loaders.items():
-            res = evaluate(run.eval_model, loader, device=run.device, amp=run.amp, channels_last=run.channels_last,
-                           top5=wants_top5(run.cfg.data))
+        for name, res in results.items():
             for k, v in res.items():
                 scalars[f"{name}/{k}"] = record[f"{name}_{k}"] = v
         err = record[f"{run.select}_err"]
@@ -269,6 +286,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
     states = [restore(run, *found) if found is not None else TrainState()
               for run, found in zip(runs, resume_from, strict=True)]
     step_fn, sync = (runs[0].step_fn, lambda: None) if cfg.seeds == 1 else member_step(runs, states, device)
+    eval_model = runs[0].eval_model if cfg.seeds == 1 else step_fn.model
     for run, state in zip(runs, states, strict=True):
         run.tag = f"seed {run.cfg.seed}: " if cfg.seeds > 1 else ""
         run.logger = RunLogger(run.run_dir, state.history, enabled=dist.is_main)
@@ -291,8 +309,9 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                         member_state.partial = member_totals
                         run.save(member_state, ["last.pt"])
                     raise _interrupted(local_stop, state, lead.overrides, run_dir, cfg.seeds > 1)
-                for (run, member_state), member_totals, bar in zip(pairs, totals, bars, strict=True):
-                    end_of_epoch(run, member_state, member_totals, bar)
+                results = evaluate_runs(runs, eval_model) if lead.evaluates_after(state) else [None] * len(runs)
+                for (run, member_state), member_totals, bar, res in zip(pairs, totals, bars, results, strict=True):
+                    end_of_epoch(run, member_state, member_totals, bar, res)
                 if stop() and not lead.done(state):
                     raise _interrupted(local_stop, state, lead.overrides, run_dir, cfg.seeds > 1)
     finally:

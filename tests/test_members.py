@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from resnet_train import members as kw
 from resnet_train.config import OptimConfig
 from resnet_train.distributed import Dist
-from resnet_train.engine import TrainStep
+from resnet_train.engine import TrainStep, evaluate
 from resnet_train.optim import build_optimizer
 
 from .conftest import net, no_cuda, signal_after_step
@@ -102,6 +102,27 @@ def test_member_states_unpack_exactly():
         mine = kw.member_state(packed, i, 3)
         assert mine.keys() == model.state_dict().keys()
         assert all(torch.equal(mine[n], t) for n, t in model.state_dict().items())
+
+
+def test_members_are_evaluated_as_their_standalone_networks():
+    """One eval pass of the K-member network over MemberBatches gives each member the loss, error
+    and top-5 error of its own network on its own batches (eval-mode BN: its own running stats)."""
+    k = 3
+    models, _ = standalone_and_wide(k, depth=8)
+    for model in models:  # running statistics that differ between members
+        model.double().train()(torch.randn(32, 3, 32, 32, dtype=torch.float64) * (1 + torch.rand(1)))
+    wide = kw.widen(models[0], k).double()
+    wide.load_state_dict(kw.pack_state([m.state_dict() for m in models]))
+    loaders = [[(torch.randn(n, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (n,))) for n in (8, 8, 5)]
+               for _ in range(k)]
+    together = evaluate(wide, kw.MemberBatches(loaders), device=CPU, top5=True, members=k)
+    assert len(together) == k
+    for model, loader, ours in zip(models, loaders, together, strict=True):
+        alone = evaluate(model, loader, device=CPU, top5=True)
+        assert ours.keys() == alone.keys() == {"loss", "err", "err5"}
+        assert ours["loss"] == pytest.approx(alone["loss"], rel=1e-9)
+        assert (ours["err"], ours["err5"]) == (alone["err"], alone["err5"])
+    assert len({round(res["loss"], 6) for res in together}) == k  # the members really differ
 
 
 def flat(state: dict) -> torch.Tensor:
