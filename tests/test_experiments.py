@@ -49,17 +49,20 @@ def test_experiment_composes_cites_and_trains_tiny(compose, name, tmp_path):
 @pytest.mark.parametrize("name,checks", [
     ("blog/bn_after_add_no_relu", {"model.unit": "bn_after_add", "model.relu_after_add": False, "model.depth": 110,
                                    "optim.nesterov": True, "sched.milestones": [31250, 46875],
-                                   "train.iterations": 78125, "data.sampler": "replacement"}),
+                                   "train.iterations": 78125, "data.sampler": "replacement",
+                                   "model.init": "gcr"}),
     ("blog/adagrad", {"optim.name": "adagrad", "optim.lr": 0.1, "optim.weight_decay": 0.0}),
     ("he2015/resnet110", {"sched.unit": "iterations", "sched.milestones": [32000, 48000], "train.iterations": 64000,
-                          "train.epochs": None, "sched.warmup": 400, "sched.warmup_lr": 0.01, "model.shortcut": "A"}),
+                          "train.epochs": None, "sched.warmup": 400, "sched.warmup_lr": 0.01, "model.shortcut": "A",
+                          "model.init": "fb"}),
     ("he2015/resnet20", {"sched.warmup": 0, "model.depth": 20}),
     ("he2015/plain56", {"model.shortcut": "none", "model.depth": 56, "model.unit": None, "sched.warmup": 0,
                         "train.iterations": 64000, "data.normalize": "pixel"}),
     ("identity_mappings/relu_only_preact", {"model.unit": "relu_only_preact", "model.depth": 164,
-                                            "model.block": "bottleneck"}),
+                                            "model.block": "bottleneck", "model.init": "fb"}),
     ("wrn/wrn_28_10_dropout", {"model.dropout": 0.3, "optim.weight_decay": 5e-4, "sched.gamma": 0.2,
-                               "sched.milestones": [59, 119, 159], "train.epochs": 200, "data.pad_mode": "reflect"}),
+                               "sched.milestones": [59, 119, 159], "train.epochs": 200, "data.pad_mode": "reflect",
+                               "model.init": "wrn"}),
 ])
 def test_experiment_recipes_match_the_papers(compose, name, checks):
     cfg = compose(f"experiment={name}")

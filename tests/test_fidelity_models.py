@@ -185,6 +185,61 @@ def test_zero_init_residual_starts_at_identity_and_every_branch_learns(kwargs):
 
 
 def test_classifier_bias_starts_at_zero():
-    for kwargs in (dict(depth=20), dict(family="preresnet", depth=20), dict(family="wrn", depth=16, shortcut="B")):
+    for kwargs in (dict(depth=20), dict(family="preresnet", depth=20), dict(family="wrn", depth=16, shortcut="B"),
+                   dict(family="wrn", depth=16, shortcut="B", init="wrn")):
         assert torch.all(net(**kwargs).fc.bias == 0)
+
+
+def _bn_kind(bn: nn.BatchNorm2d) -> str:
+    """Which draw a BN scale came from: 1, N(1, 0.002) or U(0, 1)."""
+    w = bn.weight.detach()
+    if torch.all(w == 1):
+        return "one"
+    if (w - 1).abs().max() < 0.002 * 6:
+        return "normal"
+    assert w.min() >= 0 and w.max() < 1 and w.numel() >= 16
+    return "uniform"
+
+
+def _conv_fans(model: nn.Module, fan: str) -> None:
+    """Every conv's weights are N(0, sqrt(2 / fan)) with fan = k*k*C_in or k*k*C_out."""
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        expect = (2 / (k * (conv.in_channels if fan == "fan_in" else conv.out_channels))) ** 0.5
+        assert abs(conv.weight.std().item() / expect - 1) < 0.15, conv
+        assert abs(conv.weight.mean().item()) < 0.2 * expect, conv
+
+
+# The order of BN draws as each reference builds a CIFAR ResNet-20 (stem BN, then each of the 9
+# units' two BNs): gcr@3d1ed05 train-cifar.lua:71 leaves the stem's BN to cudnn's reset, U(0, 1),
+# residual-layers.lua:57-59 draws the first BN of a unit from N(1, 0.002), :87 leaves the second to
+# cudnn; gcr@fec67c0 train-cifar.lua:84-94 draws every BN from N(1, 0.002); fb.resnet.torch sets 1.
+GCR_RESNET20 = {"gcr": ["uniform"] + ["normal", "uniform"] * 9, "gcr_fec67c0": ["normal"] * 19, "fb": ["one"] * 19}
+
+
+@pytest.mark.parametrize("scheme", sorted(GCR_RESNET20))
+def test_init_schemes_draw_as_their_reference_code(scheme):
+    torch.manual_seed(0)
+    model = net(depth=20, init=scheme)
+    assert [_bn_kind(m) for m in model.modules() if isinstance(m, nn.BatchNorm2d)] == GCR_RESNET20[scheme]
+    assert all(torch.all(m.bias == 0) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    _conv_fans(model, "fan_out" if scheme == "fb" else "fan_in")
+    bound = 64 ** -0.5  # Torch7's nn.Linear reset (torch/nn@0a42c19:Linear.lua:14-33) for both in gcr
+    for param in (model.fc.weight, model.fc.bias):
+        assert param.abs().max() <= bound
+    if scheme != "fb":
+        assert model.fc.bias.abs().min() > 0 and model.fc.weight.std() > bound / 3 ** 0.5 * 0.8
+
+
+def test_wrn_init_is_the_papers_code():
+    """wide-resnet.lua@c502683:106-109: every BN scale U(0, 1) from the reset, convs fan-out
+    (utils.lua:3-9, before ea02518), classifier bias 0 (utils.lua:11-15)."""
+    torch.manual_seed(0)
+    model = net(family="wrn", depth=16, widen_factor=4, dropout=0.3, init="wrn")
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert {_bn_kind(m) for m in bns} == {"uniform"}
+    scales = torch.cat([m.weight.detach() for m in bns])
+    assert abs(scales.mean().item() - 0.5) < 0.03 and abs(scales.std().item() - 12 ** -0.5) < 0.03
+    _conv_fans(model, "fan_out")
+    assert torch.all(model.fc.bias == 0)
 

@@ -170,6 +170,7 @@ BAD_MODELS = [
     (dict(depth=20, unit="sideways"), "unit='sideways' is not valid; choose one of original, "),
     (dict(depth=20, shortcut="D"), "shortcut='D' is not valid"),
     (dict(depth=20, bottleneck_stride="2x2"), "bottleneck_stride='2x2' is not valid"),
+    (dict(depth=20, init="torch"), "init='torch' is not valid; choose one of fb, gcr, gcr_fec67c0, wrn"),
     (dict(depth=20, widen_factor=0), "widen_factor=0 must be a positive integer"),
     (dict(depth=20, widen_factor=-2), "widen_factor=-2 must be a positive integer"),
     (dict(depth=20, dropout=1.0), "dropout=1.0 must lie in \\[0, 1\\)"),

@@ -140,6 +140,11 @@ def _layers(names: tuple[str, ...], channels: int, inplace: bool = True) -> list
     return [make[name]() for name in names]
 
 
+def first_branch_bn(unit: ResidualUnit) -> nn.BatchNorm2d:
+    """The BN after the branch's first conv: every unit of Fig. 4 puts BN-ReLU between its convs."""
+    return unit.branch[1]
+
+
 def branch_output_scale(unit: ResidualUnit) -> nn.Module:
     """The last layer that scales a residual branch's output: its last BN where the branch ends
     in one, else its last conv (as timm's zero_init_last). Zeroing its weight makes the unit

@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .blocks import BLOCK_SHAPES, UNIT_LAYOUTS, ResidualUnit, branch_output_scale
+from .blocks import BLOCK_SHAPES, UNIT_LAYOUTS, ResidualUnit
+from .init import init_weights
 from .spec import ModelSpec
 
 
@@ -77,25 +78,6 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
-    """As fb.resnet.torch (models/preresnet.lua@985e569:197-223): convs N(0, sqrt(2 / (k*k*C_out))),
-    He et al. 2015's fan-out normal; BN weight 1, bias 0; the classifier's bias 0 (its weight
-    keeps PyTorch's default, Torch7's U(+-1/sqrt(fan_in))). Optionally zero the layer that scales
-    each residual branch's output so every unit starts as the identity (Goyal et al. 2017)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)
-    if zero_init_residual:
-        for m in model.modules():
-            if isinstance(m, ResidualUnit):
-                nn.init.zeros_(branch_output_scale(m).weight)
-
-
 def build_model(spec: ModelSpec, num_classes: int = 10) -> ResNet:
     """Any network of the model space: the spec's rules checked, its stages laid out as data."""
     units = spec.check(num_classes)
@@ -113,5 +95,5 @@ def build_model(spec: ModelSpec, num_classes: int = 10) -> ResNet:
     preact = UNIT_LAYOUTS[spec.resolved_unit].preact
     stem = imagenet_stem(stem_channels) if spec.stem == "imagenet" else cifar_stem(stem_channels, not preact)
     model = ResNet(stem, stem_channels, stages, make_unit, num_classes, final_bn_relu=preact)
-    init_weights(model, spec.zero_init_residual)
+    init_weights(model, spec.init, spec.zero_init_residual)
     return model

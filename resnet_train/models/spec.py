@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .blocks import BLOCK_SHAPES, BOTTLENECK_STRIDES, SHORTCUTS, UNIT_LAYOUTS, UNITS, layout_for
+from .init import INIT_SCHEMES
 
 STEMS = ("cifar", "imagenet")
 
@@ -78,6 +79,7 @@ class ModelSpec:
     widen_factor: int = 1
     dropout: float = 0.0  # probability, before the last conv of each unit
     zero_init_residual: bool = False
+    init: str = "fb"  # fb | gcr | gcr_fec67c0 | wrn: as that reference code initialised (init.INIT_SCHEMES)
     bottleneck_stride: str = "3x3"  # 3x3 (torchvision, fb.resnet.torch) | 1x1 (He 2016's code)
 
     @property
@@ -102,6 +104,7 @@ class ModelSpec:
         _choice("block", self.block, BLOCK_SHAPES)
         _choice("shortcut", self.shortcut, SHORTCUTS)
         _choice("bottleneck_stride", self.bottleneck_stride, BOTTLENECK_STRIDES)
+        _choice("init", self.init, INIT_SCHEMES)
         if self.unit is not None:
             _choice("unit", self.unit, UNITS)
         if not isinstance(self.widen_factor, int) or isinstance(self.widen_factor, bool) or self.widen_factor <= 0:
