@@ -156,7 +156,7 @@ def test_unit_defaults_follow_family():
 
 
 # One table of bad model settings, checked where a library user meets them (build_model) and
-# where a command-line user does (the config's validate, which names the config key).
+# where a command-line user does (the one error line, which names the config key).
 BAD_MODELS = [
     (dict(depth=21), "depth=21 does not fit resnet with basic blocks on CIFAR, whose depth is 6n\\+2 "
                      "\\(n >= 1\\); nearest valid: 20 or 26"),
@@ -194,17 +194,6 @@ BAD_IDS = [m.split(" ")[0] + "-" + "-".join(map(str, kw.values())) for kw, m in 
 def test_invalid_models_fail_at_construction(spec, message):
     with pytest.raises(ModelError, match="^" + message):
         net(**spec)
-
-
-@pytest.mark.parametrize("spec,message", BAD_MODELS, ids=BAD_IDS)
-def test_invalid_models_fail_validation_naming_the_config_key(compose, spec, message):
-    from omegaconf import OmegaConf
-
-    from resnet_train.config import validate
-
-    cfg = OmegaConf.to_object(compose(*(f"model.{k}={'null' if v is None else v}" for k, v in spec.items())))
-    with pytest.raises(ValueError, match="^model." + message):
-        validate(cfg)
 
 
 def test_num_classes_is_checked_as_a_data_key(compose):
