@@ -105,20 +105,31 @@ def test_member_states_unpack_exactly():
 
 
 def test_members_are_evaluated_as_their_standalone_networks():
+    check_member_evaluation(CPU)
+
+
+@pytest.mark.gpu
+@no_cuda
+def test_members_are_evaluated_as_their_standalone_networks_on_cuda():
+    check_member_evaluation(torch.device("cuda"))
+
+
+def check_member_evaluation(device: torch.device) -> None:
     """One eval pass of the K-member network over MemberBatches gives each member the loss, error
     and top-5 error of its own network on its own batches (eval-mode BN: its own running stats)."""
     k = 3
     models, _ = standalone_and_wide(k, depth=8)
     for model in models:  # running statistics that differ between members
         model.double().train()(torch.randn(32, 3, 32, 32, dtype=torch.float64) * (1 + torch.rand(1)))
+    models = [m.to(device) for m in models]
     wide = kw.widen(models[0], k).double()
     wide.load_state_dict(kw.pack_state([m.state_dict() for m in models]))
     loaders = [[(torch.randn(n, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (n,))) for n in (8, 8, 5)]
                for _ in range(k)]
-    together = evaluate(wide, kw.MemberBatches(loaders), device=CPU, top5=True, members=k)
+    together = evaluate(wide, kw.MemberBatches(loaders), device=device, top5=True, members=k)
     assert len(together) == k
     for model, loader, ours in zip(models, loaders, together, strict=True):
-        alone = evaluate(model, loader, device=CPU, top5=True)
+        alone = evaluate(model, loader, device=device, top5=True)
         assert ours.keys() == alone.keys() == {"loss", "err", "err5"}
         assert ours["loss"] == pytest.approx(alone["loss"], rel=1e-9)
         assert (ours["err"], ours["err5"]) == (alone["err"], alone["err5"])
