@@ -85,8 +85,11 @@ class DataConfig:
     # black: pad the raw image with 0 before normalising (torchvision on uint8); reflect (WRN).
     pad_mode: str = "zero"
     # shuffle: a permutation per epoch; replacement: every batch drawn uniformly with replacement
-    # (gcr's sampler). An epoch is ceil(N / batch_size) batches either way.
+    # (gcr's sampler). An epoch is ceil(N / batch_size) batches either way, the last one short
+    # when shuffling (fb.resnet.torch keeps it), unless drop_last: floor(N / batch_size) full
+    # batches, the images left over unseen that epoch (WRN's torchnet 'skip-last').
     sampler: str = "shuffle"
+    drop_last: bool = False
     color_jitter: float = 0.0  # imagenet augmentation: brightness, contrast and saturation strength
     lighting: float = 0.0  # imagenet augmentation: std of AlexNet's PCA lighting noise
     val_size: int = 0  # training images held out as validation (He 2015 used 5000)

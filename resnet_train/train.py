@@ -140,7 +140,7 @@ def setup(cfg: Config, run_dir: Path, overrides: list[str], device: torch.device
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     data = build_datasets(cfg.data, cfg.seed)
     sampler = EpochSampler(len(data.train), cfg.seed, cfg.train.batch_size, dist.rank, dist.world,
-                           replacement=cfg.data.sampler == "replacement")
+                           replacement=cfg.data.sampler == "replacement", drop_last=cfg.data.drop_last)
     train_loader, eval_loaders = build_loaders(
         cfg.data, data, seed=cfg.seed, sampler=sampler, batch_size=cfg.train.batch_size // dist.world,
         eval_batch_size=cfg.train.eval_batch_size, device=device, channels_last=channels_last)

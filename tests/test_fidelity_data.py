@@ -14,6 +14,7 @@ from resnet_train.data import (
     Split,
     TensorImages,
     Transformed,
+    make_loader,
     random_crop_flip,
     train_transform,
 )
@@ -113,6 +114,26 @@ def test_sampling_with_replacement_as_gcr():
         r.set_epoch(1)
     joined = torch.stack([r.indices().view(-1, 4) for r in ranks], 1).flatten()
     assert torch.equal(joined, order)
+
+
+def test_drop_last_skips_the_permutations_tail_as_torchnet():
+    """WRN's train.lua@ae6d0d0:134-142: shuffle, then batch(128, 'skip-last'): floor(N / batch)
+    full batches of the epoch's permutation; what is left over is not seen that epoch."""
+    keep, drop = EpochSampler(50, seed=3, global_batch=8), EpochSampler(50, seed=3, global_batch=8, drop_last=True)
+    for s in (keep, drop):
+        s.set_epoch(1)
+    assert len(keep) == 50 and len(drop) == 48
+    assert torch.equal(drop.indices(), keep.indices()[:48])  # the same permutation, its tail cut
+    drop.set_epoch(2)
+    assert set(drop.indices().tolist()) != set(keep.indices().tolist()[:48])  # another tail each epoch
+    drop.set_epoch(1, start=16)
+    assert torch.equal(drop.indices(), keep.indices()[16:48])  # a resumed run continues it
+    split = images(50)
+    batches = list(DeviceBatches(split, DataConfig(), 8, torch.device("cpu"), sampler=drop))
+    assert [len(y) for _, y in batches] == [8] * 4
+    loader = make_loader(Transformed(TensorImages(split), train_transform(DataConfig(), None), seed=0), 8,
+                         num_workers=0, pin_memory=False, sampler=drop)
+    assert len(loader) == 4 and [len(y) for _, y in loader] == [8] * 4
 
 
 def test_device_batches_under_ddp_share_the_single_process_draws():

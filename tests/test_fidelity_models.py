@@ -232,14 +232,14 @@ def test_init_schemes_draw_as_their_reference_code(scheme):
 
 
 def test_wrn_init_is_the_papers_code():
-    """wide-resnet.lua@c502683:106-109: every BN scale U(0, 1) from the reset, convs fan-out
-    (utils.lua:3-9, before ea02518), classifier bias 0 (utils.lua:11-15)."""
+    """wide-resnet.lua@ae6d0d0:106-109: every BN scale U(0, 1) from the reset, convs fan-in
+    (utils.lua:3-9), classifier bias 0 (utils.lua:11-15)."""
     torch.manual_seed(0)
     model = net(family="wrn", depth=16, widen_factor=4, dropout=0.3, init="wrn")
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert {_bn_kind(m) for m in bns} == {"uniform"}
     scales = torch.cat([m.weight.detach() for m in bns])
     assert abs(scales.mean().item() - 0.5) < 0.03 and abs(scales.std().item() - 12 ** -0.5) < 0.03
-    _conv_fans(model, "fan_out")
+    _conv_fans(model, "fan_in")
     assert torch.all(model.fc.bias == 0)
 

@@ -116,10 +116,10 @@ def test_blog_adadelta_runs_without_a_schedule(compose):
 
 
 @pytest.mark.parametrize("arm,data", [
-    ("blog/original", dict(normalize="pixel_global_std", pad_mode="zero", sampler="replacement")),
-    ("he2015/resnet56", dict(normalize="pixel", pad_mode="zero", sampler="shuffle")),
-    ("identity_mappings/original", dict(normalize="channel", pad_mode="zero", sampler="shuffle")),
-    ("wrn/wrn_28_10", dict(normalize="channel", pad_mode="reflect", sampler="shuffle")),
+    ("blog/original", dict(normalize="pixel_global_std", pad_mode="zero", sampler="replacement", drop_last=False)),
+    ("he2015/resnet56", dict(normalize="pixel", pad_mode="zero", sampler="shuffle", drop_last=False)),
+    ("identity_mappings/original", dict(normalize="channel", pad_mode="zero", sampler="shuffle", drop_last=False)),
+    ("wrn/wrn_28_10", dict(normalize="channel", pad_mode="reflect", sampler="shuffle", drop_last=True)),
 ])
 def test_each_recipe_prepares_data_as_its_reference(compose, arm, data):
     cfg = compose(f"experiment={arm}").data

@@ -182,6 +182,13 @@ def test_missing_data_root(cli, tmp_path):
     assert "data.root=" in line and "data.download=true" in line
 
 
+def test_drop_last_without_a_full_batch(cli):
+    code, err = cli("data=cifar10_sample", "data.train_size=100", "data.drop_last=true", "hydra.run.dir=run")
+    assert code == 1 and our_line(err) == ("resnet-train: error: data.drop_last=true with 100 training images and "
+                                           "train.batch_size=128 leaves no full batch; set data.drop_last=false or a "
+                                           "smaller batch")
+
+
 def test_corrupt_dataset_file(cli, tmp_path):
     folder = tmp_path / "cifar" / "cifar-10-batches-py"
     folder.mkdir(parents=True)

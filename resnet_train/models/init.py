@@ -18,11 +18,13 @@ Read off the code behind each published number:
   (its artifacts are dated 2016-01-14 17:09, before nninit came in at f16f517 and b738d66): one
   pass over all modules, every conv N(0, sqrt(2 / (k*k*C_in))) and every BN scale N(1, 0.002)
   (train-cifar.lua:84-94); the classifier keeps Torch7's default.
-- wrn: szagoruyko/wide-residual-networks@c502683 (2016-06-22), the code of the paper's runs:
+- wrn: szagoruyko/wide-residual-networks@ae6d0d0, whose model and training code are those of
+  5e7ed6c (2016-11-29), the commit that brought the per-channel mean/std runs behind the paper's
+  4.00 / 3.89 (the earlier code read only ZCA-whitened data, behind v1's 4.17 / 4.39):
   wide-resnet.lua:106-109 resets every module (utils.lua:24-31), which leaves each BN scale at
-  Torch7's U(0, 1) (torch/nn@55f4c44:BatchNormalization.lua:65-74), then sets the convs to the
-  fan-out normal (utils.lua:3-9; fan-in only from ea02518, 2016-09-08) and the classifier's bias
-  to 0 (utils.lua:11-15).
+  Torch7's U(0, 1) (torch/nn@55f4c44:BatchNormalization.lua:65-74), then sets the convs to
+  N(0, sqrt(2 / (k*k*C_in))) (utils.lua:3-9; fan-out before ea02518, 2016-09-08, for v1's runs)
+  and the classifier's bias to 0 (utils.lua:11-15).
 
 BN shifts start at 0 in all. The classifier's weight is U(+-1/sqrt(fan_in)) in all:
 Torch7's default, and PyTorch's, which nn.Linear has drawn already.
@@ -49,7 +51,7 @@ INIT_SCHEMES = {
     "fb": InitScheme(conv_fan="fan_out", bn_scale="one", first_bn_scale="one", fc_bias="zero"),
     "gcr": InitScheme(conv_fan="fan_in", bn_scale="uniform", first_bn_scale="normal", fc_bias="uniform"),
     "gcr_fec67c0": InitScheme(conv_fan="fan_in", bn_scale="normal", first_bn_scale="normal", fc_bias="uniform"),
-    "wrn": InitScheme(conv_fan="fan_out", bn_scale="uniform", first_bn_scale="uniform", fc_bias="zero"),
+    "wrn": InitScheme(conv_fan="fan_in", bn_scale="uniform", first_bn_scale="uniform", fc_bias="zero"),
 }
 
 
