@@ -15,9 +15,10 @@ Read off the code behind each published number:
   Its convs also carry a bias, initialised to 0: each feeds a BN, so that bias gets no gradient and
   stays 0, and we leave it out.
 - gcr_fec67c0: the same repository at fec67c0 (2016-01-14), which ran the blog's ResNet-20 rows
-  (its artifacts are dated 2016-01-14 17:09, before nninit came in at f16f517 and b738d66): one
-  pass over all modules, every conv N(0, sqrt(2 / (k*k*C_in))) and every BN scale N(1, 0.002)
-  (train-cifar.lua:84-94); the classifier keeps Torch7's default.
+  (run ids of 2016-01-14 17:09, on the branch that had fec67c0; the nninit commits f16f517 and
+  b738d66 were merged only on 2016-01-15, at 865f47f): one pass over all modules, every conv
+  N(0, sqrt(2 / (k*k*C_in))) and every BN scale N(1, 0.002) (train-cifar.lua:84-94); the classifier
+  keeps Torch7's default.
 - wrn: szagoruyko/wide-residual-networks@ae6d0d0, whose model and training code are those of
   5e7ed6c (2016-11-29), the commit that brought the per-channel mean/std runs behind the paper's
   4.00 / 3.89 (the earlier code read only ZCA-whitened data, behind v1's 4.17 / 4.39):
