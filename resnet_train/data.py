@@ -95,7 +95,7 @@ class EpochSampler(Sampler[int]):
     def __init__(self, size: int, seed: int, global_batch: int, rank: int = 0, world: int = 1,
                  replacement: bool = False, drop_last: bool = False):
         self.size, self.seed, self.global_batch, self.rank, self.world = size, seed, global_batch, rank, world
-        self.replacement, self.drop_last = replacement, drop_last
+        self.replacement = replacement
         self.batches = size // global_batch if drop_last else -(-size // global_batch)
         if self.batches == 0:
             raise DataError(f"data.drop_last=true with {size} training images and train.batch_size={global_batch} "

@@ -67,15 +67,24 @@ def _wide(module: nn.Module, k: int) -> nn.Module:
 
 
 def widen(model: nn.Module, members: int) -> nn.Module:
-    """The K-member form of `model`, its weights uninitialised: load pack_state(...) into it.
-    The new layers' default initialisation would draw from the global RNG; it is restored, so a
+    """The K-member form of `model` (on its device, in its dtype), its weights uninitialised:
+    combine() fills them. The new layers' default initialisation would draw from the global RNG; it is restored, so a
     resumed run's dropout masks continue where they stopped."""
     wide = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         for parent in list(wide.modules()):
             for name, child in list(parent.named_children()):
                 setattr(parent, name, _wide(child, members))
-    return wide.to(next(model.parameters()).device)
+    first = next(model.parameters())
+    return wide.to(first.device, first.dtype)
+
+
+def combine(models: list[nn.Module]) -> nn.Module:
+    """The K-member network of K standalone networks of one architecture, their weights and
+    buffers packed in (member k = models[k])."""
+    wide = widen(models[0], len(models))
+    wide.load_state_dict(pack_state([m.state_dict() for m in models]))
+    return wide
 
 
 def _pack(tensors: list[Any]) -> Any:

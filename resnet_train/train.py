@@ -332,8 +332,7 @@ def member_step(runs: list[Run], states: list[TrainState], device: torch.device)
         where = ", ".join(f"{r.run_dir.name} at iteration {s.step}" for r, s in zip(runs, states, strict=True))
         raise CheckpointError(f"cannot resume: the members' checkpoints are at different points ({where}); resume "
                               f"each with seeds=1 seed=N hydra.run.dir=FOLDER/seedN resume=auto")
-    wide = kwide.widen(runs[0].model, k)
-    wide.load_state_dict(kwide.pack_state([r.model.state_dict() for r in runs]))
+    wide = kwide.combine([r.model for r in runs])
     if runs[0].channels_last:
         wide = wide.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(wide, cfg.optim)

@@ -69,10 +69,7 @@ def ours(model_cfg: ModelConfig, data_cfg: DataConfig, split: Split, batch_size:
     for seed in range(members):
         torch.manual_seed(seed)
         models.append(build_model(model_cfg, data_cfg.num_classes).to(device))
-    model = models[0]
-    if members > 1:
-        model = kwide.widen(model, members)
-        model.load_state_dict(kwide.pack_state([m.state_dict() for m in models]))
+    model = kwide.combine(models) if members > 1 else models[0]
     if cuda:
         # Not distributed.configure_cuda: its TF32 switch would also hold for the peer loop, which
         # runs later in this process and keeps PyTorch's defaults, as public reproductions do.

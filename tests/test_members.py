@@ -27,8 +27,7 @@ def standalone_and_wide(k: int, **spec):
     for seed in range(k):
         torch.manual_seed(seed)
         models.append(net(**spec))
-    wide = kw.widen(models[0], k)
-    wide.load_state_dict(kw.pack_state([m.state_dict() for m in models]))
+    wide = kw.combine(models)
     return models, wide
 
 
@@ -122,8 +121,7 @@ def check_member_evaluation(device: torch.device) -> None:
     for model in models:  # running statistics that differ between members
         model.double().train()(torch.randn(32, 3, 32, 32, dtype=torch.float64) * (1 + torch.rand(1)))
     models = [m.to(device) for m in models]
-    wide = kw.widen(models[0], k).double()
-    wide.load_state_dict(kw.pack_state([m.state_dict() for m in models]))
+    wide = kw.combine(models)
     loaders = [[(torch.randn(n, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (n,))) for n in (8, 8, 5)]
                for _ in range(k)]
     together = evaluate(wide, kw.MemberBatches(loaders), device=device, top5=True, members=k)
