@@ -66,7 +66,10 @@ def tiny(compose):
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
-    """Runs the command in this process (fast) and returns (exit code, stderr)."""
+    """Runs the command in this process (fast) and returns (exit code, stderr). Afterwards the root
+    logger loses the handlers Hydra gave it: their files lie in tmp_path, which pytest removes."""
+    import logging
+
     from hydra.core.global_hydra import GlobalHydra
 
     from resnet_train.cli import main
@@ -83,7 +86,11 @@ def cli(tmp_path, monkeypatch, capsys):
         assert "Traceback" not in err
         return exit_info.value.code, err
 
-    return run
+    handlers = list(logging.root.handlers)
+    yield run
+    for handler in set(logging.root.handlers) - set(handlers):
+        logging.root.removeHandler(handler)
+        handler.close()
 
 
 def signal_after_step(monkeypatch, n: int) -> None:
