@@ -7,6 +7,8 @@ Errors are percent: CIFAR-10 test error, or ImageNet single-crop top-1 error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 HE2015 = "He et al. 2015 (arXiv 1512.03385)"
 HE2016 = "He et al. 2016 (arXiv 1603.05027)"
 WRN = "Zagoruyko & Komodakis 2016 (arXiv 1605.07146)"
@@ -61,6 +63,35 @@ ERRORS: dict[tuple[str, str], float] = {
     ("imagenet/preresnet200", "preresnet-200"): 21.66,
 }
 
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """What a published error is, where its source says it is more than one run's figure."""
+
+    kind: str  # best | median: of `runs` runs
+    runs: int
+    source: str
+    mean: float | None = None  # the source's mean and std of those runs, where it gives them
+    std: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.runs}"
+
+
+# (experiment arm, model label) -> the statistic; an arm not listed reports one run's figure, or its
+# source does not say. The report's published deltas use `comparable`.
+STATISTICS: dict[tuple[str, str], Statistic] = {
+    # He 2015 Table 6 caption: "For ResNet-110, we run it 5 times and show 'best (mean±std)'".
+    ("he2015/resnet110", "resnet-110"): Statistic("best", 5, "He 2015 Table 6", 6.61, 0.16),
+    # KaimingHe/resnet-1k-layers@fde7ee9:README.md:48-50, "median (mean+/-std)", batch 128.
+    ("identity_mappings/preresnet1001", "preresnet-1001"):
+        Statistic("median", 5, "KaimingHe/resnet-1k-layers README", 4.89, 0.14),
+    # szagoruyko/wide-residual-networks@ae6d0d0:README.md:37, "meanstd normalization, median of 5 runs".
+    ("wrn/wrn_28_10", "wrn-28-10"): Statistic("median", 5, "szagoruyko/wide-residual-networks README"),
+    ("wrn/wrn_28_10_dropout", "wrn-28-10"): Statistic("median", 5, "szagoruyko/wide-residual-networks README"),
+}
+
 # Model preset (conf/model) -> parameters on CIFAR-10 (He 2015 Table 6, He 2016 Table 3, WRN Table 4).
 PARAMS: dict[str, float] = {
     "resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6, "resnet110": 1.7e6,
@@ -78,3 +109,14 @@ MACS: dict[tuple[str, int], float] = {
 
 def error(experiment: str, model: str) -> float | None:
     return ERRORS.get((experiment, model))
+
+
+def statistic(experiment: str, model: str) -> Statistic | None:
+    return STATISTICS.get((experiment, model))
+
+
+def comparable(experiment: str, model: str) -> float | None:
+    """The published figure to set beside a mean over seeds: the source's mean where it gives one
+    (He 2015's ResNet-110: 6.61, not the best run's 6.43), else the published error."""
+    stat = statistic(experiment, model)
+    return stat.mean if stat and stat.mean is not None else error(experiment, model)

@@ -28,6 +28,10 @@ class Arm:
     def published(self) -> float | None:
         return published.error(self.experiment, self.model)
 
+    @property
+    def comparable(self) -> float | None:
+        return published.comparable(self.experiment, self.model)
+
 
 @dataclass
 class Group:
@@ -262,13 +266,32 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool
             delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
             if published:
-                pub_delta = (arm.published - ref.published
-                             if arm.published is not None and ref.published is not None else None)
-                row += f" {_fmt(arm.published)} | {delta} | {_fmt(pub_delta, True)} |"
+                pub_delta = (arm.comparable - ref.comparable
+                             if arm.comparable is not None and ref.comparable is not None else None)
+                stat = published_statistic(arm)
+                row += f" {_fmt(arm.published)}{f' ({stat})' if stat else ''} | {delta} | {_fmt(pub_delta, True)} |"
             else:
                 row += f" {delta} |"
             lines.append(row)
     return lines
+
+
+def published_statistic(arm: Arm) -> published.Statistic | None:
+    return published.statistic(arm.experiment, arm.model)
+
+
+def statistic_notes(group: Group) -> list[str]:
+    """Under a group's table: which published errors are more than one run's, and which figure
+    the published deltas use for them."""
+    notes = []
+    for arm in group.arms:
+        stat = published_statistic(arm)
+        if stat is None:
+            continue
+        spread = f"; their mean {stat.mean:.2f} ± {stat.std:.2f}, which the published Δ uses" if stat.mean else ""
+        notes.append(f"- {arm.experiment}: {arm.published:.2f} is the {stat.kind} of {stat.runs} runs "
+                     f"({stat.source}){spread}.")
+    return notes + [""] if notes else []
 
 
 def _mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
@@ -421,7 +444,8 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
            responses: dict[tuple[str, str], list[list[float]]] | None = None) -> str:
     lines = ["# Reproduction results", "", *([note, ""] if note else []),
              "Each row: the mean final test error over seeds (n runs), the mean epoch of the lowest test error, "
-             "the published CIFAR-10 error, and both deltas to the group's first arm. Written by "
+             "the published CIFAR-10 error (a best or median of several runs where the source says so), and both "
+             "deltas to the group's first arm. Written by "
              "`resnet-train-report`.", ""]
     not_run = []
     for group in GROUPS:
@@ -435,7 +459,8 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
                       "over its augmented batches, as the paper's curves show it.", "", *degradation_table(runs), ""]
             drawn = plot_degradation(runs, plot)
         else:
-            lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), ""]
+            lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), "",
+                      *statistic_notes(group)]
             drawn = plot_group(group, runs, plot)
         if drawn:
             lines += [f"![{group.title}](plots/{plot.name})", ""]

@@ -171,6 +171,20 @@ def test_report_degradation_orderings_wait_for_every_depth(tmp_path):
         in text
 
 
+def test_published_deltas_set_means_beside_means(tmp_path):
+    """He 2015 gives ResNet-110 as the best of 5 runs, 6.43 (mean 6.61 ± 0.16); ResNet-20's 8.75 is one
+    run. Our mean over seeds goes beside their mean: the published Δ is 6.61 - 8.75."""
+    for n, (depth, err) in enumerate([(20, 12.4), (20, 12.6), (110, 10.0), (110, 10.4)]):
+        fake_degradation_run(tmp_path / "runs" / str(n), "resnet", depth, n % 2, 1.0, err)
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| he2015/resnet20 | resnet-20 | 2 | 12.50 ± 0.14 | 3 | 8.75 | +0.00 | +0.00 |" in text
+    assert "| he2015/resnet110 | resnet-110 | 2 | 10.20 ± 0.28 | 3 | 6.43 (best of 5) | -2.30 | -2.14 |" in text
+    assert ("- he2015/resnet110: 6.43 is the best of 5 runs (He 2015 Table 6); their mean 6.61 ± 0.16, which the "
+            "published Δ uses.") in text
+
+
 def test_report_layer_responses_of_a_sweep_on_one_plot(tmp_path):
     stds = {("plain", 20): [1.0, 1.4, 1.2], ("resnet", 20): [0.8, 0.9, 0.7], ("resnet", 56): [0.6, 0.5, 0.7]}
     for n, ((family, depth), values) in enumerate(stds.items()):
