@@ -82,7 +82,8 @@ class Statistic:
 # (experiment arm, model label) -> the statistic; an arm not listed reports one run's figure, or its
 # source does not say. The report's published deltas use `comparable`.
 STATISTICS: dict[tuple[str, str], Statistic] = {
-    # He 2015 Table 6 caption: "For ResNet-110, we run it 5 times and show 'best (mean±std)'".
+    # He 2015 Table 6 caption: "For ResNet-110, we run it 5 times and show 'best (mean±std)'"; gcr's
+    # README footnote 2 says the same (gcr/torch-residual-networks@f0d0a17:README.md:82-83).
     ("he2015/resnet110", "resnet-110"): Statistic("best", 5, "He 2015 Table 6", 6.61, 0.16),
     # KaimingHe/resnet-1k-layers@fde7ee9:README.md:48-50, "median (mean+/-std)", batch 128.
     ("identity_mappings/preresnet1001", "preresnet-1001"):
