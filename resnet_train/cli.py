@@ -45,16 +45,15 @@ def _check_keys(dict_cfg: DictConfig) -> None:
                          f"have, and they would be ignored); see resnet-train --help for the keys")
 
 
-def _run(cfg: Config, hydra_cfg) -> dict | None:
-    from .modes import analyze_checkpoint, describe, evaluate_checkpoint
+def _run(cfg: Config, hydra_cfg) -> dict | list[dict] | None:
+    from .modes import analyze_checkpoint, describe, evaluate_checkpoint, for_each_checkpoint
     from .train import train
 
     if cfg.mode == "info":
         return describe(cfg)
-    if cfg.mode == "eval":
-        return evaluate_checkpoint(cfg, list(hydra_cfg.overrides.task))
-    if cfg.mode == "analyze":
-        return analyze_checkpoint(cfg, list(hydra_cfg.overrides.task))
+    if cfg.mode in ("eval", "analyze"):
+        mode = evaluate_checkpoint if cfg.mode == "eval" else analyze_checkpoint
+        return for_each_checkpoint(mode, cfg, list(hydra_cfg.overrides.task))
     job_index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
     return train(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), job_index,
                  distributed.from_env())

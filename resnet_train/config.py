@@ -138,7 +138,7 @@ class Config:
     # each in its own folder seedN below the run folder, each exactly the run seed=N alone.
     seeds: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    ckpt: Optional[str] = None  # checkpoint for mode=eval and mode=analyze
+    ckpt: Optional[str] = None  # mode=eval and mode=analyze: a checkpoint, or a folder (every last.pt under it)
     resume: Optional[str] = None  # auto or a path to last.pt
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -292,4 +292,5 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"resume={cfg.resume} names one checkpoint; a seeds={cfg.seeds} run resumes all its members "
                          f"from its folder with resume=auto hydra.run.dir=FOLDER")
     if cfg.mode in ("eval", "analyze") and not cfg.ckpt:
-        raise ValueError(f"mode={cfg.mode} needs a checkpoint: add ckpt=PATH/TO/last.pt")
+        raise ValueError(f"mode={cfg.mode} needs a checkpoint: add ckpt=PATH/TO/last.pt, or ckpt=FOLDER for "
+                         f"every run in it")

@@ -1,11 +1,12 @@
 """The modes besides training: `mode=info` (describe), `mode=eval` (evaluate_checkpoint) and
-`mode=analyze` (analyze_checkpoint)."""
+`mode=analyze` (analyze_checkpoint), each of the latter two over one checkpoint or every run of a
+folder (checkpoints)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,25 @@ def load_for_testing(cfg: Config, overrides: list[str]) -> Loaded:
     if saved_data != data_cfg.name:
         log.info(f"note: the checkpoint was trained on {saved_data}; evaluating on {data_cfg.name}")
     return Loaded(spec, model.to(device), data_cfg, state, device)
+
+
+def checkpoints(ckpt: str) -> list[Path]:
+    """`ckpt=` names a checkpoint, or a folder of runs (a sweep, a seeds=K run): then every last.pt
+    under it, in path order."""
+    path = Path(ckpt)
+    if not path.is_dir():
+        return [path]
+    found = sorted(path.rglob("last.pt"))
+    if not found:
+        raise CheckpointError(f"ckpt={path} is a folder with no last.pt under it: point ckpt= at a checkpoint, or "
+                              f"at a folder that holds finished runs")
+    log.info(f"{len(found)} checkpoints under {path}")
+    return found
+
+
+def for_each_checkpoint(mode, cfg: Config, overrides: list[str]) -> list[dict[str, Any]]:
+    """`mode` (evaluate_checkpoint or analyze_checkpoint) for each of `checkpoints(cfg.ckpt)`."""
+    return [mode(replace(cfg, ckpt=str(path)), overrides) for path in checkpoints(cfg.ckpt)]
 
 
 def evaluate_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[str, float]:

@@ -201,7 +201,7 @@ def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: 
     means = {key: [statistics.fmean(layer) for layer in zip(*runs, strict=True)] for key, runs in responses.items()}
     lines = ["## Layer responses (He 2015 Fig. 7)", "",
              "The std of each 3x3 layer's output (after BN, before ReLU and addition) over the test set, from "
-             f"`mode=analyze ckpt=RUN/last.pt` ({RESPONSES}); means over runs.", "",
+             f"`mode=analyze ckpt=RUN/last.pt`, or `ckpt=SWEEP` for every run ({RESPONSES}); means over runs.", "",
              "| experiment | model | n | layers | mean std | max std |", "|---|---|---|---|---|---|"]
     for (experiment, model), stds in sorted(means.items()):
         lines.append(f"| {experiment} | {model} | {len(responses[experiment, model])} | {len(stds)} | "

@@ -115,15 +115,29 @@ def test_analyze_writes_one_response_per_3x3_layer(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_in_a_sweep_job_folder_is_read_as_a_path(trained, tmp_path):
-    """Sweep job folders are named like 0_optim=adam; Hydra would reject that '=' unquoted."""
+def test_a_sweep_folder_is_evaluated_and_analysed_run_by_run(trained, tmp_path):
+    """Sweep job folders are named like 0_optim=adam (Hydra would reject that '=' unquoted); ckpt= a
+    folder takes every last.pt under it, members of a seeds=K run included."""
     run, _ = trained
-    job = tmp_path / "sweep" / "0_optim=sgd"
-    job.mkdir(parents=True)
-    (job / "last.pt").write_bytes((run / "last.pt").read_bytes())
-    proc = run_cli("mode=analyze", f"ckpt={job / 'last.pt'}", "data.num_workers=0", cwd=tmp_path)
+    sweep = tmp_path / "sweep"
+    jobs = [sweep / "0_optim=sgd", sweep / "1_optim=adam" / "seed1"]
+    for job in jobs:
+        job.mkdir(parents=True)
+        (job / "last.pt").write_bytes((run / "last.pt").read_bytes())
+    proc = run_cli("mode=analyze", f"ckpt={jobs[0] / 'last.pt'}", "data.num_workers=0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (job / "last_responses.json").is_file()
+    assert [p.parent for p in sweep.rglob("last_responses.json")] == [jobs[0]]
+    (jobs[0] / "last_responses.json").unlink()
+    proc = run_cli("mode=analyze", f"ckpt={sweep}", "data.num_workers=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"2 checkpoints under {sweep}" in proc.stdout
+    assert sorted(p.parent for p in sweep.rglob("last_responses.json")) == jobs
+    proc = run_cli("mode=eval", f"ckpt={sweep}", "data.num_workers=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["ckpt"] for r in results] == [str(job / "last.pt") for job in jobs]
+    assert all(r["test_err"] == pytest.approx(summary["final_test_err"]) for r in results)
 
 
 def test_path_values_with_equals_signs_are_quoted_for_hydra():

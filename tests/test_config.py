@@ -68,7 +68,7 @@ BAD_VALUES = [
     (["seeds=2", "resume=/tmp/last.pt"], "resume=/tmp/last.pt names one checkpoint; a seeds=2 run resumes all"),
     (["train.grad_norm_every=-5"], "train.grad_norm_every must be >= 0 iterations (0: off), got -5"),
     (["train.grad_norm_by=layer"], "train.grad_norm_by='layer' is not valid; choose one of stage, unit"),
-    (["mode=analyze"], "mode=analyze needs a checkpoint: add ckpt=PATH/TO/last.pt"),
+    (["mode=analyze"], "mode=analyze needs a checkpoint: add ckpt=PATH/TO/last.pt, or ckpt=FOLDER for every run in it"),
     (["optim.lr=0"], "optim.lr must be positive, got 0.0"),
     (["optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),
     (["train.batch_size=0"], "train.batch_size must be positive, got 0"),

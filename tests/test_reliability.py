@@ -212,6 +212,9 @@ def test_bad_checkpoints_for_eval_and_analyze(cli, tmp_path, mode):
     assert "weights_only" not in err
     code, err = cli(f"mode={mode}", f"ckpt={tmp_path / 'absent.pt'}", "hydra.run.dir=run")
     assert code == 1 and "does not exist" in our_line(err)
+    (tmp_path / "empty" / "0_seed=0").mkdir(parents=True)
+    code, err = cli(f"mode={mode}", f"ckpt={tmp_path / 'empty'}", "hydra.run.dir=run")
+    assert code == 1 and f"ckpt={tmp_path / 'empty'} is a folder with no last.pt under it" in our_line(err)
     other = tmp_path / "other.pt"
     torch.save({"model": {}}, other)
     code, err = cli(f"mode={mode}", f"ckpt={other}", "hydra.run.dir=run")
