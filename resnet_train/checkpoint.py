@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,16 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluated epoch
     train_seconds: float = 0.0
     train_images: int = 0
+    wall_seconds: float = 0.0  # the run's wall time before this process's leg (legs of a resumed run)
+    leg_started: float | None = field(default=None, compare=False)  # time.perf_counter(); not saved
+
+    def start_leg(self) -> None:
+        self.leg_started = time.perf_counter()
+
+    def wall_time(self) -> float:
+        """Seconds of wall time over every leg of the run so far."""
+        leg = time.perf_counter() - self.leg_started if self.leg_started is not None else 0.0
+        return self.wall_seconds + leg
 
     def to_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rngs: list[dict],
                       config: dict[str, Any]) -> dict[str, Any]:
@@ -46,13 +57,13 @@ class TrainState:
         return {"format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": self.epoch, "step": self.step, "epoch_totals": asdict(self.partial), "best": self.best,
                 "history": self.history, "rng": rngs[0], "rng_ranks": rngs, "train_seconds": self.train_seconds,
-                "train_images": self.train_images, "config": config}
+                "train_images": self.train_images, "wall_seconds": self.wall_time(), "config": config}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
         return cls(epoch=ckpt["epoch"], step=ckpt["step"], partial=EpochTotals(**ckpt["epoch_totals"]),
                    best=ckpt["best"], history=ckpt["history"], train_seconds=ckpt["train_seconds"],
-                   train_images=ckpt["train_images"])
+                   train_images=ckpt["train_images"], wall_seconds=ckpt.get("wall_seconds", 0.0))
 
     @staticmethod
     def rng_for_rank(ckpt: dict[str, Any], rank: int, world: int) -> dict[str, Any]:

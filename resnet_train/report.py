@@ -84,10 +84,21 @@ class Runs:
     errors: list[float] = field(default_factory=list)
     best_epochs: list[int] = field(default_factory=list)
     histories: list[list[dict]] = field(default_factory=list)  # each run's metrics.jsonl records
+    wall_times: list[float] = field(default_factory=list)  # seconds, every leg of each run
+    machine_seconds: float = 0.0  # the runs' wall times, a seeds=K run's K members counted once
+    img_rates: list[float] = field(default_factory=list)  # each run's training images per second
+    devices: set[str] = field(default_factory=set)  # where each run's last leg ran
 
     def add(self, summary: dict, metrics: Path) -> None:
         self.errors.append(summary["final_test_err"])
         self.best_epochs.append(summary["best_epoch"])
+        if summary.get("wall_time_s") is not None:
+            self.wall_times.append(summary["wall_time_s"])
+            self.machine_seconds += summary["wall_time_s"] / summary.get("members", 1)
+        if summary.get("img_per_s"):
+            self.img_rates.append(summary["img_per_s"])
+        world = summary.get("world_size", 1)
+        self.devices.add(f"{summary.get('device_name', 'unrecorded')}{f' x{world}' if world > 1 else ''}")
         if metrics.is_file():
             self.histories.append([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()])
 
@@ -477,7 +488,28 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
     lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}" for g in not_run] or ["- (none)"]
     for fraction, screen in sorted((screens or {}).items()):
         lines += ["", *screening_section(fraction, screen)]
-    return "\n".join(lines) + "\n"
+    arms = [(1.0, key, r) for key, r in sorted(runs.items())]
+    arms += [(f, key, r) for f, screen in sorted((screens or {}).items()) for key, r in sorted(screen.items())]
+    lines += ["", *compute_section(arms)] if arms else []
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def compute_section(arms: list[tuple[float, tuple[str, str], Runs]]) -> list[str]:
+    """Per arm (and length: 1 = the full recipe): where and how long its runs took."""
+    if not arms:
+        return []
+    lines = ["## Compute", "",
+             "Wall time: each run's, over all its legs (a resumed run's included). Machine time: the sum of the runs' "
+             "wall times, the members of a seeds=K run counted once; runs packed on one GPU overlap, so it exceeds "
+             "the GPU time they took. Images per second: training steps only, evaluation excluded.", "",
+             "| experiment | model | length | n | device | wall time per run, min (mean) | machine time, min | "
+             "img/s per run (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for length, (experiment, model), r in arms:
+        wall = f"{statistics.fmean(r.wall_times) / 60:.1f}" if r.wall_times else "–"
+        rate = f"{statistics.fmean(r.img_rates):,.0f}" if r.img_rates else "–"
+        lines.append(f"| {experiment} | {model} | {length:g} | {r.n} | {', '.join(sorted(r.devices))} | {wall} | "
+                     f"{r.machine_seconds / 60:.1f} | {rate} |")
+    return lines + [""]
 
 
 def copy_results(folders: list[Path], dest: Path) -> int:

@@ -11,7 +11,6 @@ import math
 import random
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -293,7 +292,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         if dist.is_main:
             ckpt_io.remove_stale_temporaries(run.run_dir)
     progress = cfg.train.progress and sys.stderr.isatty() and dist.is_main
-    wall0 = time.perf_counter()
+    for member_state in states:
+        member_state.start_leg()
     lead, state = runs[0], states[0]
     bars = [tqdm(total=lead.num_epochs, initial=state.epoch, desc="epochs", disable=not progress or k > 0,
                  dynamic_ncols=True) for k in range(len(runs))]
@@ -318,7 +318,7 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         for run, bar in zip(runs, bars, strict=True):
             bar.close()
             run.logger.flush()
-    summaries = [_finish(run, member_state, time.perf_counter() - wall0) for run, member_state in pairs]
+    summaries = [_finish(run, member_state, len(runs)) for run, member_state in pairs]
     return summaries if cfg.seeds > 1 else summaries[0]
 
 
@@ -350,8 +350,9 @@ def member_step(runs: list[Run], states: list[TrainState], device: torch.device)
     return step_fn, sync
 
 
-def _finish(run: Run, state: TrainState, wall_s: float) -> dict[str, Any]:
-    """Writes summary.json and the HParams entry; returns the summary."""
+def _finish(run: Run, state: TrainState, members: int) -> dict[str, Any]:
+    """Writes summary.json and the HParams entry; returns the summary. `members`: the networks
+    this process trained side by side (seeds=K), sharing its wall time."""
     cfg, final = run.cfg, (state.history[-1] if state.history else {})
     summary = {
         "status": "completed",
@@ -368,8 +369,12 @@ def _finish(run: Run, state: TrainState, wall_s: float) -> dict[str, Any]:
         "best_test_err": state.best.get("test_err"),
         "best_epoch": state.best["epoch"],
         "best_on": run.select,
-        "wall_time_s": wall_s,
+        "wall_time_s": state.wall_time(),  # every leg of a resumed run
         "img_per_s": state.train_images / state.train_seconds if state.train_seconds else None,
+        "device_name": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else run.device.type,
+        "world_size": run.dist.world,
+        "members": members,
+        "torch": torch.__version__,
         "config": asdict(cfg),  # the report tells arms apart by it
     }
     if "test_err5" in final:

@@ -38,6 +38,7 @@ def test_end_to_end_run_writes_the_run_folder(trained):
     assert summary["final_test_err"] == records[-1]["test_err"]
     assert summary["best_test_err"] == min(r["test_err"] for r in records)
     assert summary["params"] > 70_000 and summary["img_per_s"] > 0 and summary["wall_time_s"] > 0
+    assert summary["device_name"] == "cpu" and summary["members"] == 1 and summary["torch"] == torch.__version__
     assert "train.epochs=2" in summary["overrides"]
     # A real model on real images learns something in two epochs of 512 images.
     assert records[-1]["train_err"] < 90.0

@@ -228,6 +228,7 @@ def test_members_are_run_folders_like_any_run(tiny, tmp_path):
 
     summaries = train(tiny(epochs=2, seed=3, seeds=2, **{"model.dropout": 0.0}), tmp_path / "k")
     assert [s["seed"] for s in summaries] == [3, 4]
+    assert [s["members"] for s in summaries] == [2, 2]  # one process's wall time, shared (report: Compute)
     solo = train(tiny(epochs=2, seed=4, **{"model.dropout": 0.0}), tmp_path / "solo")
     for summary in summaries:
         folder = tmp_path / "k" / f"seed{summary['seed']}"

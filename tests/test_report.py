@@ -80,6 +80,24 @@ def test_report_checks_the_fast_paths_against_the_plain_path(tmp_path):
     assert "WRN-28-10 is best of all CIFAR-10 ablation runs: not run yet" in text  # speed arms are no ablation
 
 
+def test_report_compute_counts_every_leg_and_members_once(tmp_path):
+    """Two runs of 10 and 11 min; two members of one seeds=2 process of 5 min: 5 machine minutes."""
+    timings = [("blog/original", 0, 600.0, 10000.0, 1), ("blog/original", 1, 660.0, 12000.0, 1),
+               ("blog/adagrad", 0, 300.0, 5000.0, 2), ("blog/adagrad", 1, 300.0, 5000.0, 2)]
+    for n, (arm, seed, wall, rate, members) in enumerate(timings):
+        folder = tmp_path / "runs" / str(n)
+        fake_run(folder, arm, "resnet-110", seed, 7.0)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary.update(wall_time_s=wall, img_per_s=rate, device_name="NVIDIA H100 80GB HBM3", world_size=1,
+                       members=members)
+        (folder / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    compute = out.read_text().split("## Compute")[1]
+    assert "| blog/original | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 10.5 | 21.0 | 11,000 |" in compute
+    assert "| blog/adagrad | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 5.0 | 5.0 | 5,000 |" in compute
+
+
 def test_report_rejects_missing_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "absent")])

@@ -1,6 +1,7 @@
 """train(cfg) without Hydra: resume equivalence and checkpoint errors."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -39,7 +40,14 @@ def test_resume_auto_starts_fresh_then_continues(tiny, tmp_path):
     run = tmp_path / "run"
     first = train(tiny(epochs=1, resume="auto"), run)
     assert first["epochs"] == 1
+    saved = load_checkpoint(run / "last.pt")
+    assert 0 < saved["wall_seconds"] <= first["wall_time_s"]
+    # The summary's wall time counts every leg: pretend the first one took 1000 s.
+    saved["wall_seconds"] = 1000.0
+    torch.save(saved, run / "last.pt")
+    start = time.perf_counter()
     second = train(tiny(epochs=2, resume="auto"), run)
+    assert 1000.0 < second["wall_time_s"] <= 1000.0 + time.perf_counter() - start
     assert second["epochs"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
