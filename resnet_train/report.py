@@ -527,6 +527,10 @@ def copy_results(folders: list[Path], dest: Path) -> int:
     return count
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resnet-train-report", description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="run folders, or folders that contain them")
@@ -545,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(runs, args.out, screens, args.note, collect_responses(args.folders)))
     total = sum(r.n for r in runs.values()) + sum(r.n for s in screens.values() for r in s.values())
-    print(f"wrote {args.out}: {total} runs in {len(runs)} arms")
+    print(f"wrote {args.out}: {_count(total, 'run')} in {_count(len(runs), 'arm')}")
     return 0
 
 
