@@ -136,7 +136,8 @@ def analyze_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[
     layers = layer_responses(run.model, run.test_loader(cfg), run.device)
     ckpt = Path(cfg.ckpt)
     record = {"ckpt": ckpt.name, "model": run.spec.label, "experiment": run.state["config"].get("experiment"),
-              "seed": run.state["config"].get("seed"), "epoch": run.state["epoch"], "data": run.data_cfg.name,
+              "seed": run.state["config"].get("seed"), "epoch": run.state["epoch"], "step": run.state["step"],
+              "data": run.data_cfg.name,
               "layers": layers}
     path = ckpt.parent / f"{ckpt.stem}_responses.json"
     try:

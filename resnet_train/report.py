@@ -188,16 +188,23 @@ def variants(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> 
 RESPONSES = "last_responses.json"  # what mode=analyze writes for a run's last.pt
 
 
-def collect_responses(folders: list[Path]) -> dict[tuple[str, str], list[list[float]]]:
+def collect_responses(folders: list[Path]) -> tuple[dict[tuple[str, str], list[list[float]]], list[Path]]:
     """(experiment, model) -> each analysed run's layer responses (std per 3x3 layer), from the
-    analysis of its final weights (RESPONSES)."""
+    analysis of its final weights (RESPONSES); and the analyses left out because they are not of a
+    finished run's last step (a run analysed mid-training, or resumed since)."""
     out: dict[tuple[str, str], list[list[float]]] = {}
+    left_out = []
     for folder in folders:
         for path in sorted(Path(folder).rglob(RESPONSES)):
             record = json.loads(path.read_text())
+            summary_path = path.parent / "summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+            if summary.get("status") != "completed" or record.get("step", summary.get("steps")) != summary.get("steps"):
+                left_out.append(path)
+                continue
             key = (record.get("experiment") or "-", record["model"])
             out.setdefault(key, []).append([layer["std"] for layer in record["layers"]])
-    return out
+    return out, left_out
 
 
 def _depth(model: str) -> int:
@@ -547,7 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.copy_to:
         print(f"copied {copy_results(args.folders, args.copy_to)} runs to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(runs, args.out, screens, args.note, collect_responses(args.folders)))
+    responses, left_out = collect_responses(args.folders)
+    for path in left_out:
+        print(f"left out {path}: not the analysis of a finished run's last step (rerun mode=analyze on its last.pt)")
+    args.out.write_text(render(runs, args.out, screens, args.note, responses))
     total = sum(r.n for r in runs.values()) + sum(r.n for s in screens.values() for r in s.values())
     print(f"wrote {args.out}: {_count(total, 'run')} in {_count(len(runs), 'arm')}")
     return 0

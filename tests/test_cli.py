@@ -108,6 +108,7 @@ def test_analyze_writes_one_response_per_3x3_layer(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     record = json.loads((run / "last_responses.json").read_text())
     assert record["model"] == "resnet-8" and record["epoch"] == 2 and record["data"] == "cifar10_sample"
+    assert record["step"] == json.loads((run / "summary.json").read_text())["steps"]  # the report checks this
     assert len(record["layers"]) == 7  # ResNet-8: the stem and 2 convs in each of 3 units, all 3x3
     assert all(layer["std"] > 0 for layer in record["layers"])
     assert (run / "last_responses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

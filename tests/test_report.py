@@ -150,10 +150,12 @@ def fake_degradation_run(folder, family, depth, seed, train_err, test_err, respo
     records = [{"epoch": e, "step": 100 * e, "train_err": train_err + 5 * (3 - e), "test_err": test_err + 5 * (3 - e)}
                for e in (1, 2, 3)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "epochs": 3, "steps": 300}))
     if responses is not None:
         (folder / "last_responses.json").write_text(json.dumps({
             "ckpt": "last.pt", "model": f"{family}-{depth}", "experiment": f"he2015/{family}{depth}", "seed": seed,
-            "layers": [{"layer": f"l{i}", "std": s} for i, s in enumerate(responses)]}))
+            "epoch": 3, "step": 300, "layers": [{"layer": f"l{i}", "std": s} for i, s in enumerate(responses)]}))
 
 
 def test_report_degradation_table_orderings_and_fig6_plot(tmp_path):
@@ -218,6 +220,25 @@ def test_report_layer_responses_of_a_sweep_on_one_plot(tmp_path):
     assert "- Deeper ResNets have smaller responses: agrees (ResNet-20 0.800, ResNet-56 0.700)" in section
     assert (tmp_path / "plots" / "layer_responses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results" / "he2015/resnet56" / "resnet-56" / "seed1" / "last_responses.json").is_file()
+
+
+def test_report_leaves_out_analyses_of_other_weights_than_the_final(tmp_path, capsys):
+    """Analysed at step 200, then trained on to 300; and a run analysed before it finished."""
+    fake_degradation_run(tmp_path / "runs" / "0", "resnet", 20, 0, 1.0, 8.0, responses=[0.8, 0.9])
+    stale = tmp_path / "runs" / "0" / "last_responses.json"
+    stale.write_text(stale.read_text().replace('"step": 300', '"step": 200'))
+    fake_degradation_run(tmp_path / "runs" / "1", "resnet", 56, 0, 1.0, 8.0, responses=[0.6, 0.7])
+    summary = tmp_path / "runs" / "1" / "summary.json"
+    summary.write_text(summary.read_text().replace('"completed"', '"running"'))
+    fake_degradation_run(tmp_path / "runs" / "2", "plain", 20, 0, 1.0, 8.0, responses=[1.0, 1.2])
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"left out {stale}: not the analysis of a finished run's last step" in printed
+    assert f"left out {tmp_path / 'runs' / '1' / 'last_responses.json'}" in printed
+    section = out.read_text().split("## Layer responses (He 2015 Fig. 7)")[1].split("\n## ")[0]
+    assert "| he2015/plain20 | plain-20 | 1 | 2 |" in section
+    assert "resnet-20" not in section and "resnet-56" not in section
 
 
 def test_report_flags_responses_against_the_paper(tmp_path):
