@@ -519,17 +519,26 @@ def compute_section(arms: list[tuple[float, tuple[str, str], Runs]]) -> list[str
     return lines + [""]
 
 
+HYDRA_RECORD = (".hydra/config.yaml", ".hydra/overrides.yaml")  # the command's config, as Hydra wrote it
+
+
 def copy_results(folders: list[Path], dest: Path) -> int:
-    """Copies each finished run's small files (no checkpoints) to dest/EXPERIMENT/MODEL/seedN."""
+    """Copies each finished run's small files (no checkpoints) to dest/EXPERIMENT/MODEL/seedN:
+    summary, metrics, layer responses, and Hydra's record of the command (a seeds=K member's is
+    its process's, in the folder above)."""
     count = 0
     for summary_path, summary in finished_runs(folders):
         length = summary.get("screening", 1.0)
         seed_dir = f"seed{summary['seed']}" if length == 1.0 else f"screening{length:g}_seed{summary['seed']}"
         target = dest / (summary.get("experiment") or "other") / summary["model"] / seed_dir
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("summary.json", "metrics.jsonl", RESPONSES):
-            if (summary_path.parent / name).is_file():
-                shutil.copy2(summary_path.parent / name, target / name)
+        run = summary_path.parent
+        command = run.parent if summary.get("members", 1) > 1 else run
+        sources = [(run / name, name) for name in ("summary.json", "metrics.jsonl", RESPONSES)]
+        sources += [(command / name, name) for name in HYDRA_RECORD]
+        for source, name in sources:
+            if source.is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target / name)
         count += 1
     return count
 
@@ -544,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results.md"),
                         help="Markdown file; plots go to plots/ beside it")
     parser.add_argument("--note", help="a paragraph under the title, e.g. what data the runs used")
-    parser.add_argument("--copy-to", type=Path, help="also copy each run's summary.json and metrics.jsonl here")
+    parser.add_argument("--copy-to", type=Path,
+                        help="also copy each run's summary.json, metrics.jsonl and .hydra record here")
     args = parser.parse_args(argv)
     missing = [f for f in args.folders if not f.exists()]
     if missing:

@@ -98,6 +98,25 @@ def test_report_compute_counts_every_leg_and_members_once(tmp_path):
     assert "| blog/adagrad | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 5.0 | 5.0 | 5,000 |" in compute
 
 
+def test_results_keep_hydras_record_of_each_command(tmp_path):
+    """A run's own .hydra; a seeds=2 member's is its process's, one folder up."""
+    fake_run(tmp_path / "runs" / "solo", "blog/original", "resnet-110", 0, 7.0)
+    for seed in (1, 2):
+        fake_run(tmp_path / "runs" / "k" / f"seed{seed}", "blog/original", "resnet-110", seed, 7.0)
+        member = tmp_path / "runs" / "k" / f"seed{seed}" / "summary.json"
+        member.write_text(json.dumps({**json.loads(member.read_text()), "members": 2}))
+    for run, text in (("solo", "seed: 0\n"), ("k", "seed: 1\nseeds: 2\n")):
+        (tmp_path / "runs" / run / ".hydra").mkdir()
+        (tmp_path / "runs" / run / ".hydra" / "config.yaml").write_text(text)
+        (tmp_path / "runs" / run / ".hydra" / "overrides.yaml").write_text(f"- {run}\n")
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "r.md"), "--copy-to", str(tmp_path / "res")]) == 0
+    arm = tmp_path / "res" / "blog/original" / "resnet-110"
+    assert (arm / "seed0" / ".hydra" / "config.yaml").read_text() == "seed: 0\n"
+    assert (arm / "seed2" / ".hydra" / "config.yaml").read_text() == "seed: 1\nseeds: 2\n"
+    assert (arm / "seed2" / ".hydra" / "overrides.yaml").read_text() == "- k\n"
+    assert sorted(p.name for p in (arm / "seed1").iterdir()) == [".hydra", "metrics.jsonl", "summary.json"]
+
+
 def test_report_rejects_missing_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "absent")])
