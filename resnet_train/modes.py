@@ -137,8 +137,7 @@ def analyze_checkpoint(cfg: Config, overrides: list[str] | None = None) -> dict[
     ckpt = Path(cfg.ckpt)
     record = {"ckpt": ckpt.name, "model": run.spec.label, "experiment": run.state["config"].get("experiment"),
               "seed": run.state["config"].get("seed"), "epoch": run.state["epoch"], "step": run.state["step"],
-              "data": run.data_cfg.name,
-              "layers": layers}
+              "data": run.data_cfg.name, "layers": layers}
     path = ckpt.parent / f"{ckpt.stem}_responses.json"
     try:
         png = write_responses(path, record)

@@ -64,7 +64,6 @@ ERRORS: dict[tuple[str, str], float] = {
 }
 
 
-
 @dataclass(frozen=True)
 class Statistic:
     """What a published error is, where its source says it is more than one run's figure."""

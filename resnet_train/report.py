@@ -32,6 +32,10 @@ class Arm:
     def comparable(self) -> float | None:
         return published.comparable(self.experiment, self.model)
 
+    @property
+    def statistic(self) -> published.Statistic | None:
+        return published.statistic(self.experiment, self.model)
+
 
 @dataclass
 class Group:
@@ -286,16 +290,12 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool
             if published:
                 pub_delta = (arm.comparable - ref.comparable
                              if arm.comparable is not None and ref.comparable is not None else None)
-                stat = published_statistic(arm)
-                row += f" {_fmt(arm.published)}{f' ({stat})' if stat else ''} | {delta} | {_fmt(pub_delta, True)} |"
+                stat = f" ({arm.statistic})" if arm.statistic else ""
+                row += f" {_fmt(arm.published)}{stat} | {delta} | {_fmt(pub_delta, True)} |"
             else:
                 row += f" {delta} |"
             lines.append(row)
     return lines
-
-
-def published_statistic(arm: Arm) -> published.Statistic | None:
-    return published.statistic(arm.experiment, arm.model)
 
 
 def statistic_notes(group: Group) -> list[str]:
@@ -303,10 +303,11 @@ def statistic_notes(group: Group) -> list[str]:
     the published deltas use for them."""
     notes = []
     for arm in group.arms:
-        stat = published_statistic(arm)
+        stat = arm.statistic
         if stat is None:
             continue
-        spread = f"; their mean {stat.mean:.2f} ± {stat.std:.2f}, which the published Δ uses" if stat.mean else ""
+        spread = ("" if stat.mean is None else
+                  f"; their mean {stat.mean:.2f} ± {stat.std:.2f}, which the published Δ uses")
         notes.append(f"- {arm.experiment}: {arm.published:.2f} is the {stat.kind} of {stat.runs} runs "
                      f"({stat.source}){spread}.")
     return notes + [""] if notes else []
@@ -503,8 +504,6 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
 
 def compute_section(arms: list[tuple[float, tuple[str, str], Runs]]) -> list[str]:
     """Per arm (and length: 1 = the full recipe): where and how long its runs took."""
-    if not arms:
-        return []
     lines = ["## Compute", "",
              "Wall time: each run's, over all its legs (a resumed run's included). Machine time: the sum of the runs' "
              "wall times, the members of a seeds=K run counted once; runs packed on one GPU overlap, so it exceeds "
