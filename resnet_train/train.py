@@ -28,7 +28,7 @@ from . import members as kwide
 from .analysis import GradNorms, gradient_groups
 from .checkpoint import CheckpointError, TrainState
 from .config import Config, override_keys, screened
-from .data import EpochSampler, build_datasets, build_loaders, wants_top5
+from .data import DeviceBatches, EpochSampler, build_datasets, build_loaders, wants_top5
 from .distributed import AgreedStop, Dist, resolve_device
 from .engine import EpochTotals, GraphedTrainStep, TrainStep, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
@@ -164,6 +164,35 @@ def setup(cfg: Config, run_dir: Path, overrides: list[str], device: torch.device
                reset_at=reset_at, amp=amp, channels_last=channels_last, grad_norms=grad_norms)
 
 
+def plan_lines(run: Run, members: int = 1) -> list[str]:
+    """What the run folder's log records first: the network, the data, the length and the
+    device settings the run resolved to."""
+    cfg, m, o = run.cfg, run.cfg.model, run.cfg.optim
+    evals = ", ".join(f"{split} {_images(loader):,}" for split, loader in run.eval_loaders.items())
+    sched = cfg.sched
+    drops = f" at {sched.milestones} {sched.unit}" if sched.name == "multistep" else ""
+    cuda = run.device.type == "cuda"
+    fast = [name for name, on in (("bf16 autocast", run.amp), ("channels_last", run.channels_last),
+                                  ("data on the device", isinstance(run.train_loader, DeviceBatches)),
+                                  ("CUDA graphs", isinstance(run.step_fn, GraphedTrainStep)),
+                                  (f"compile {cfg.train.compile}", cfg.train.compile != "none")) if on]
+    return [
+        f"model       {m.label} ({m.block} blocks, {m.resolved_unit} unit, shortcut {m.shortcut}, init {m.init}), "
+        f"{count_params(run.model):,} parameters" + (f"; {members} members side by side" if members > 1 else ""),
+        f"data        {cfg.data.name}: {run.sampler.size:,} training images ({cfg.data.sampler} sampler"
+        f"{', last partial batch dropped' if cfg.data.drop_last else ''}); {evals}",
+        f"length      {run.total_steps:,} iterations of {cfg.train.batch_size} images, {run.num_epochs} epoch(s) of "
+        f"{len(run.train_loader)} batches; {o.name}{' (Nesterov)' if o.name == 'sgd' and o.nesterov else ''} "
+        f"lr {o.lr:g}, weight decay {o.weight_decay:g}, {sched.name}{drops}",
+        f"device      {run.device}" + (f" ({torch.cuda.get_device_name(run.device)})" if cuda else "")
+        + (f", {run.dist.world} processes" if run.dist.active else "") + f": {', '.join(fast) or 'plain fp32'}",
+    ]
+
+
+def _images(loader) -> int:
+    return len(loader.labels) if isinstance(loader, DeviceBatches) else len(loader.dataset)
+
+
 def restore(run: Run, path: Path, ckpt: dict[str, Any]) -> TrainState:
     """Weights, optimizer, progress and this rank's RNG state from a checkpoint of the same run."""
     check_resume_config(ckpt["config"], asdict(run.cfg))
@@ -282,6 +311,9 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         log.info(f"run folder: {run_dir}" + (f" (members: {', '.join(f.name for _, f in members)})"
                                               if cfg.seeds > 1 else ""))
     runs = [setup(member_cfg, folder, list(overrides or []), device, dist) for member_cfg, folder in members]
+    if dist.is_main:
+        for line in plan_lines(runs[0], cfg.seeds):
+            log.info(line)
     states = [restore(run, *found) if found is not None else TrainState()
               for run, found in zip(runs, resume_from, strict=True)]
     step_fn, sync = (runs[0].step_fn, lambda: None) if cfg.seeds == 1 else member_step(runs, states, device)

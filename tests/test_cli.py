@@ -40,6 +40,12 @@ def test_end_to_end_run_writes_the_run_folder(trained):
     assert summary["params"] > 70_000 and summary["img_per_s"] > 0 and summary["wall_time_s"] > 0
     assert summary["device_name"] == "cpu" and summary["members"] == 1 and summary["torch"] == torch.__version__
     assert "train.epochs=2" in summary["overrides"]
+    # The log opens with what the run resolved to: 512 images in batches of 64, two epochs.
+    log = (run / "resnet_train.log").read_text()
+    assert f"model       resnet-8 (basic blocks, original unit, shortcut A, init fb), {summary['params']:,} " in log
+    assert "data        cifar10_sample: 512 training images (shuffle sampler); test 200" in log
+    assert "length      16 iterations of 64 images, 2 epoch(s) of 8 batches; sgd lr 0.1, weight decay 0.0001" in log
+    assert "device      cpu: plain fp32" in log
     # A real model on real images learns something in two epochs of 512 images.
     assert records[-1]["train_err"] < 90.0
     acc = scalar_tags(run)
