@@ -180,7 +180,7 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
         f"model       {m.label} ({m.block} blocks, {m.resolved_unit} unit, shortcut {m.shortcut}, init {m.init}), "
         f"{count_params(run.model):,} parameters" + (f"; {members} members side by side" if members > 1 else ""),
         f"data        {cfg.data.name}: {run.sampler.size:,} training images ({cfg.data.sampler} sampler"
-        f"{', last partial batch dropped' if cfg.data.drop_last else ''}); {evals}",
+        f"{', last partial batch dropped' if cfg.data.drop_last else ''}){'; ' + evals if evals else ''}",
         f"length      {run.total_steps:,} iterations of {cfg.train.batch_size} images, {run.num_epochs} epoch(s) of "
         f"{len(run.train_loader)} batches; {o.name}{' (Nesterov)' if o.name == 'sgd' and o.nesterov else ''} "
         f"lr {o.lr:g}, weight decay {o.weight_decay:g}, {sched.name}{drops}",
