@@ -107,6 +107,12 @@ MACS: dict[tuple[str, int], float] = {
 }
 
 
+def dataset(experiment: str) -> str:
+    """The data= option of the runs a published figure can stand beside: the full CIFAR-10 for
+    every CIFAR arm (not the shipped sample, not CIFAR-100), ImageNet folders for the ImageNet arms."""
+    return "imagefolder" if experiment.startswith("imagenet/") else "cifar10"
+
+
 def error(experiment: str, model: str) -> float | None:
     return ERRORS.get((experiment, model))
 

@@ -92,10 +92,13 @@ class Runs:
     machine_seconds: float = 0.0  # the runs' wall times, a seeds=K run's K members counted once
     img_rates: list[float] = field(default_factory=list)  # each run's training images per second
     devices: set[str] = field(default_factory=set)  # where each run's last leg ran
+    datasets: set[str] = field(default_factory=set)  # the runs' data= options (summaries before it: none)
 
     def add(self, summary: dict, metrics: Path) -> None:
         self.errors.append(summary["final_test_err"])
         self.best_epochs.append(summary["best_epoch"])
+        if summary.get("data"):
+            self.datasets.add(summary["data"])
         if summary.get("wall_time_s") is not None:
             self.wall_times.append(summary["wall_time_s"])
             self.machine_seconds += summary["wall_time_s"] / summary.get("members", 1)
@@ -273,21 +276,24 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def group_table(group: Group, runs: dict[tuple[str, str], Runs], published: bool = True) -> list[str]:
-    """One row per arm (per config, where an arm ran with several); `published=False` (screening
-    runs) leaves the published columns out."""
+def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_published: bool = True) -> list[str]:
+    """One row per arm (per config, where an arm ran with several); `beside_published=False`
+    (screening runs) leaves the published columns out, and so does a row of runs on other data
+    than the published figure's (published.dataset)."""
     ref = group.arms[0]
     ref_runs = first_variant(runs, ref.experiment, ref.model)
     head = "| arm | model | n | test error % (mean ± std) | best epoch |"
-    lines = [head + (" published % | our Δ vs ref | published Δ |" if published else " our Δ vs ref |"),
-             "|---|---|---|---|---|---|" + ("---|---|" if published else "")]
+    lines = [head + (" published % | our Δ vs ref | published Δ |" if beside_published else " our Δ vs ref |"),
+             "|---|---|---|---|---|---|" + ("---|---|" if beside_published else "")]
     for arm in group.arms:
         for label, r in variants(runs, arm.experiment, arm.model) or [(arm.experiment, None)]:
             ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
             best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
             delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
-            if published:
+            if beside_published and r and r.datasets - {published.dataset(arm.experiment)}:
+                row += f" – (runs on {', '.join(sorted(r.datasets))}) | {delta} | – |"
+            elif beside_published:
                 pub_delta = (arm.comparable - ref.comparable
                              if arm.comparable is not None and ref.comparable is not None else None)
                 stat = f" ({arm.statistic})" if arm.statistic else ""
@@ -454,7 +460,7 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs]) -> lis
              "recipes, so no published number stands beside them.", ""]
     for group in GROUPS:
         if any(variants(runs, a.experiment, a.model) for a in group.arms):
-            lines += [f"### {group.title}", "", *group_table(group, runs, published=False), ""]
+            lines += [f"### {group.title}", "", *group_table(group, runs, beside_published=False), ""]
     return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
 
 

@@ -117,6 +117,22 @@ def test_results_keep_hydras_record_of_each_command(tmp_path):
     assert sorted(p.name for p in (arm / "seed1").iterdir()) == [".hydra", "metrics.jsonl", "summary.json"]
 
 
+def test_published_figures_stand_only_beside_runs_on_their_data(tmp_path):
+    """WRN-28-10's 4.00 is CIFAR-10's: a run of its recipe on CIFAR-100 or on the shipped sample gets none."""
+    for n, data in enumerate(["cifar10", "cifar100", "cifar10_sample"]):
+        folder = tmp_path / "runs" / str(n)
+        fake_run(folder, "wrn/wrn_28_10", "wrn-28-10", 0, 5.0 + n)
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "data": data, "config": {"data": {"name": data}}}))
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 ± 0.00 | 3 | 4.00 (median of 5) |" in text
+    assert "| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 6.00 ± 0.00 | 3 | – (runs on cifar100) |" in text
+    assert ("| wrn/wrn_28_10 [data.name=cifar10_sample] | wrn-28-10 | 1 | 7.00 ± 0.00 | 3 | "
+            "– (runs on cifar10_sample) |") in text
+
+
 def test_report_rejects_missing_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "absent")])
