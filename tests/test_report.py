@@ -22,6 +22,13 @@ def fake_run(folder, experiment, model, seed, err, epochs=3):
         "best_test_err": err, "best_epoch": epochs}))
 
 
+def report_of(folder):
+    """The report of the runs below `folder`, written beside it."""
+    out = folder.parent / "results.md"
+    assert main([str(folder), "--out", str(out)]) == 0
+    return out.read_text()
+
+
 @pytest.fixture
 def runs(tmp_path):
     n = 0
@@ -69,9 +76,7 @@ def test_report_checks_the_fast_paths_against_the_plain_path(tmp_path):
     for n, (arm, err) in enumerate([("plain", 14.70), ("plain", 14.85), ("fast", 14.95), ("fast", 14.65),
                                     ("graphs", 15.40), ("graphs", 15.35)]):
         fake_run(tmp_path / "runs" / str(n), f"speed/{arm}", "resnet-20", n % 2, err)
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = report_of(tmp_path / "runs")
     assert "JPEG" not in text  # no note about any machine's data unless asked for
     assert "| speed/fast | resnet-20 | 2 | 14.80 ± 0.21 | 3 | – | +0.03 | – |" in text
     agrees = "- Speed: the fast path's mean lies within 0.5 points of the plain fp32 path's: agrees (14.77, 14.80)"
@@ -91,9 +96,7 @@ def test_report_compute_counts_every_leg_and_members_once(tmp_path):
         summary.update(wall_time_s=wall, img_per_s=rate, device_name="NVIDIA H100 80GB HBM3", world_size=1,
                        members=members)
         (folder / "summary.json").write_text(json.dumps(summary))
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    compute = out.read_text().split("## Compute")[1]
+    compute = report_of(tmp_path / "runs").split("## Compute")[1]
     assert "| blog/original | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 10.5 | 21.0 | 11,000 |" in compute
     assert "| blog/adagrad | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 5.0 | 5.0 | 5,000 |" in compute
 
@@ -124,9 +127,7 @@ def test_published_figures_stand_only_beside_runs_on_their_data(tmp_path):
         fake_run(folder, "wrn/wrn_28_10", "wrn-28-10", 0, 5.0 + n)
         summary = json.loads((folder / "summary.json").read_text())
         (folder / "summary.json").write_text(json.dumps({**summary, "data": data, "config": {"data": {"name": data}}}))
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = report_of(tmp_path / "runs")
     assert "| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 ± 0.00 | 3 | 4.00 (median of 5) |" in text
     assert "| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 6.00 ± 0.00 | 3 | – (runs on cifar100) |" in text
     assert ("| wrn/wrn_28_10 [data.name=cifar10_sample] | wrn-28-10 | 1 | 7.00 ± 0.00 | 3 | "
@@ -202,9 +203,7 @@ def test_report_degradation_table_orderings_and_fig6_plot(tmp_path):
     for n, ((family, depth), (train, test)) in enumerate(finals.items()):
         for seed in (0, 1):
             fake_degradation_run(tmp_path / "runs" / f"{n}_{seed}", family, depth, seed, train + seed, test + seed)
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = report_of(tmp_path / "runs")
     section = text.split("## He 2015 Fig. 6: plain nets against ResNets by depth")[1].split("\n## ")[0]
     assert "| 20 | 2 | 2.50 ± 0.71 | 9.50 ± 0.71 | 2 | 3.50 ± 0.71 | 9.30 ± 0.71 |" in section
     assert "| 56 | 2 | 7.50 ± 0.71 | 13.50 ± 0.71 | 2 | 1.00 ± 0.71 | 7.50 ± 0.71 |" in section
@@ -218,9 +217,7 @@ def test_report_degradation_table_orderings_and_fig6_plot(tmp_path):
 
 def test_report_degradation_orderings_wait_for_every_depth(tmp_path):
     fake_degradation_run(tmp_path / "runs" / "0", "plain", 20, 0, 2.0, 9.0)
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = report_of(tmp_path / "runs")
     assert "| 32 | 0 | not run | – | 0 | not run | – |" in text
     assert "- He 2015 Fig. 6, plain nets: the final training error rises with depth 20 → 32 → 44 → 56: not run yet" \
         in text
@@ -231,9 +228,7 @@ def test_published_deltas_set_means_beside_means(tmp_path):
     run. Our mean over seeds goes beside their mean: the published Δ is 6.61 - 8.75."""
     for n, (depth, err) in enumerate([(20, 12.4), (20, 12.6), (110, 10.0), (110, 10.4)]):
         fake_degradation_run(tmp_path / "runs" / str(n), "resnet", depth, n % 2, 1.0, err)
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = report_of(tmp_path / "runs")
     assert "| he2015/resnet20 | resnet-20 | 2 | 12.50 ± 0.14 | 3 | 8.75 | +0.00 | +0.00 |" in text
     assert "| he2015/resnet110 | resnet-110 | 2 | 10.20 ± 0.28 | 3 | 6.43 (best of 5) | -2.30 | -2.14 |" in text
     assert ("- he2015/resnet110: 6.43 is the best of 5 runs (He 2015 Table 6); their mean 6.61 ± 0.16, which the "
@@ -266,12 +261,11 @@ def test_report_leaves_out_analyses_of_other_weights_than_the_final(tmp_path, ca
     summary = tmp_path / "runs" / "1" / "summary.json"
     summary.write_text(summary.read_text().replace('"completed"', '"running"'))
     fake_degradation_run(tmp_path / "runs" / "2", "plain", 20, 0, 1.0, 8.0, responses=[1.0, 1.2])
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = report_of(tmp_path / "runs")
     printed = capsys.readouterr().out
     assert f"left out {stale}: not the analysis of a finished run's last step" in printed
     assert f"left out {tmp_path / 'runs' / '1' / 'last_responses.json'}" in printed
-    section = out.read_text().split("## Layer responses (He 2015 Fig. 7)")[1].split("\n## ")[0]
+    section = text.split("## Layer responses (He 2015 Fig. 7)")[1].split("\n## ")[0]
     assert "| he2015/plain20 | plain-20 | 1 | 2 |" in section
     assert "resnet-20" not in section and "resnet-56" not in section
 
@@ -279,9 +273,7 @@ def test_report_leaves_out_analyses_of_other_weights_than_the_final(tmp_path, ca
 def test_report_flags_responses_against_the_paper(tmp_path):
     for n, (family, values) in enumerate((("plain", [0.5, 0.5]), ("resnet", [0.9, 1.1]))):
         fake_degradation_run(tmp_path / "runs" / str(n), family, 20, 0, 1.0, 8.0, responses=values)
-    out = tmp_path / "results.md"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = report_of(tmp_path / "runs")
     assert "- ResNets' responses are smaller than their plain counterparts': DISAGREES" in text
     assert "- Deeper ResNets have smaller responses: not analysed yet" in text
 
