@@ -261,8 +261,11 @@ def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: 
 
 
 def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> Runs | None:
-    """The arm's runs; where it ran with several configs, the first one's (by label)."""
+    """The arm's runs; where it ran with several configs, the first one's (by label) of those on
+    the published figure's data, if any ran there: the orderings and deltas are that data's."""
     found = variants(runs, experiment, model)
+    own = [(label, r) for label, r in found if not r.datasets - {published.dataset(experiment)}]
+    found = own or found
     return found[0][1] if found else None
 
 

@@ -120,18 +120,34 @@ def test_results_keep_hydras_record_of_each_command(tmp_path):
     assert sorted(p.name for p in (arm / "seed1").iterdir()) == [".hydra", "metrics.jsonl", "summary.json"]
 
 
+def fake_run_on(folder, experiment, err, data, **data_keys):
+    """A finished WRN-28-10 run whose summary records its data= option (and data.* values)."""
+    fake_run(folder, experiment, "wrn-28-10", 0, err)
+    summary = {**json.loads((folder / "summary.json").read_text()), "data": data,
+               "config": {"data": {"name": data, **data_keys}}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
 def test_published_figures_stand_only_beside_runs_on_their_data(tmp_path):
     """WRN-28-10's 4.00 is CIFAR-10's: a run of its recipe on CIFAR-100 or on the shipped sample gets none."""
     for n, data in enumerate(["cifar10", "cifar100", "cifar10_sample"]):
-        folder = tmp_path / "runs" / str(n)
-        fake_run(folder, "wrn/wrn_28_10", "wrn-28-10", 0, 5.0 + n)
-        summary = json.loads((folder / "summary.json").read_text())
-        (folder / "summary.json").write_text(json.dumps({**summary, "data": data, "config": {"data": {"name": data}}}))
+        fake_run_on(tmp_path / "runs" / str(n), "wrn/wrn_28_10", 5.0 + n, data)
     text = report_of(tmp_path / "runs")
     assert "| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 ± 0.00 | 3 | 4.00 (median of 5) |" in text
     assert "| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 6.00 ± 0.00 | 3 | – (runs on cifar100) |" in text
     assert ("| wrn/wrn_28_10 [data.name=cifar10_sample] | wrn-28-10 | 1 | 7.00 ± 0.00 | 3 | "
             "– (runs on cifar10_sample) |") in text
+
+
+def test_deltas_are_taken_on_the_published_figures_data(tmp_path):
+    """The reference arm ran on the sample (its label sorts first) and on CIFAR-10: the dropout arm's
+    CIFAR-10 runs are compared with its CIFAR-10 runs."""
+    arms = [("wrn/wrn_28_10", "cifar10_sample", "cifar", 7.0), ("wrn/wrn_28_10", "cifar10", "none", 5.0),
+            ("wrn/wrn_28_10_dropout", "cifar10", "none", 4.0)]
+    for n, (arm, data, augment, err) in enumerate(arms):
+        fake_run_on(tmp_path / "runs" / str(n), arm, err, data, augment=augment)
+    text = report_of(tmp_path / "runs")
+    assert "| wrn/wrn_28_10_dropout | wrn-28-10 | 1 | 4.00 ± 0.00 | 3 | 3.89 (median of 5) | -1.00 | -0.11 |" in text
 
 
 def test_report_rejects_missing_folders(tmp_path, capsys):
