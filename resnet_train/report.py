@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = collect(args.folders)
     screens = {f: collect(args.folders, f) for f in screening_fractions(args.folders)}
     if args.copy_to:
-        print(f"copied {copy_results(args.folders, args.copy_to)} runs to {args.copy_to}")
+        print(f"copied {_count(copy_results(args.folders, args.copy_to), 'run')} to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     responses, left_out = collect_responses(args.folders)
     for path in left_out:
