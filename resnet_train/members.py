@@ -68,8 +68,8 @@ def _wide(module: nn.Module, k: int) -> nn.Module:
 
 def widen(model: nn.Module, members: int) -> nn.Module:
     """The K-member form of `model` (on its device, in its dtype), its weights uninitialised:
-    combine() fills them. The new layers' default initialisation would draw from the global RNG; it is restored, so a
-    resumed run's dropout masks continue where they stopped."""
+    combine() fills them. The new layers' default initialisation would draw from the global RNG;
+    it is restored, so a resumed run's dropout masks continue where they stopped."""
     wide = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         for parent in list(wide.modules()):

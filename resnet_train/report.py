@@ -126,6 +126,10 @@ class Runs:
         """The last epoch's training error of each run (percent, over that epoch's batches)."""
         return [h[-1]["train_err"] for h in self.histories if h and "train_err" in h[-1]]
 
+    def only_on(self, data: str) -> bool:
+        """Whether every run (that recorded its data= option) trained on `data`."""
+        return not self.datasets - {data}
+
     @property
     def n(self) -> int:
         return len(self.errors)
@@ -264,7 +268,7 @@ def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str
     """The arm's runs; where it ran with several configs, the first one's (by label) of those on
     the published figure's data, if any ran there: the orderings and deltas are that data's."""
     found = variants(runs, experiment, model)
-    own = [(label, r) for label, r in found if not r.datasets - {published.dataset(experiment)}]
+    own = [(label, r) for label, r in found if r.only_on(published.dataset(experiment))]
     found = own or found
     return found[0][1] if found else None
 
@@ -294,7 +298,7 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
             best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
             delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
-            if beside_published and r and r.datasets - {published.dataset(arm.experiment)}:
+            if beside_published and r and not r.only_on(published.dataset(arm.experiment)):
                 row += f" – (runs on {', '.join(sorted(r.datasets))}) | {delta} | – |"
             elif beside_published:
                 pub_delta = (arm.comparable - ref.comparable

@@ -81,6 +81,11 @@ class Run:
     def done(self, state: TrainState) -> bool:
         return state.epoch >= self.num_epochs or state.step >= self.total_steps
 
+    @property
+    def device_name(self) -> str:
+        """The GPU's name (NVIDIA H100 ...), or the device type (cpu)."""
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+
     def evaluates_after(self, state: TrainState) -> bool:
         """Whether the epoch now ending (state.epoch, counted from 0) ends with an evaluation."""
         ended = replace(state, epoch=state.epoch + 1)
@@ -171,7 +176,6 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
     evals = ", ".join(f"{split} {_images(loader):,}" for split, loader in run.eval_loaders.items())
     sched = cfg.sched
     drops = f" at {sched.milestones} {sched.unit}" if sched.name == "multistep" else ""
-    cuda = run.device.type == "cuda"
     fast = [name for name, on in (("bf16 autocast", run.amp), ("channels_last", run.channels_last),
                                   ("data on the device", isinstance(run.train_loader, DeviceBatches)),
                                   ("CUDA graphs", isinstance(run.step_fn, GraphedTrainStep)),
@@ -184,7 +188,7 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
         f"length      {run.total_steps:,} iterations of {cfg.train.batch_size} images, {run.num_epochs} epoch(s) of "
         f"{len(run.train_loader)} batches; {o.name}{' (Nesterov)' if o.name == 'sgd' and o.nesterov else ''} "
         f"lr {o.lr:g}, weight decay {o.weight_decay:g}, {sched.name}{drops}",
-        f"device      {run.device}" + (f" ({torch.cuda.get_device_name(run.device)})" if cuda else "")
+        f"device      {run.device}" + (f" ({run.device_name})" if run.device.type == "cuda" else "")
         + (f", {run.dist.world} processes" if run.dist.active else "") + f": {', '.join(fast) or 'plain fp32'}",
     ]
 
@@ -403,7 +407,7 @@ def _finish(run: Run, state: TrainState, members: int) -> dict[str, Any]:
         "best_on": run.select,
         "wall_time_s": state.wall_time(),  # every leg of a resumed run
         "img_per_s": state.train_images / state.train_seconds if state.train_seconds else None,
-        "device_name": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else run.device.type,
+        "device_name": run.device_name,
         "world_size": run.dist.world,
         "members": members,
         "torch": torch.__version__,
