@@ -1,6 +1,7 @@
 """DDP under torchrun on CPU (gloo): the same result as one process, one run folder."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,7 +43,8 @@ def test_rank_from_torchrun_or_slurm_variables(env, expected):
 
 
 def torchrun(*args, cwd):
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["TMPDIR"] = str(cwd)  # the elastic agent's torchelastic_* folder goes with the test's, not into /tmp
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "resnet_train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
