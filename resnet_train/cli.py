@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.resources
 import importlib.util
 import logging
 import os
@@ -38,11 +39,19 @@ class UserError(CompactHydraException):
     """In a multirun, fails only its own job; Hydra prints it after the sweep, one line per job."""
 
 
-def _check_keys(dict_cfg: DictConfig) -> None:
+def _no_such_key(keys: list[str]) -> str:
+    return (f"{', '.join(keys)}: no such key in the config (a '+' adds keys the schema does not have, and they "
+            f"would be ignored); see resnet-train --help for the keys")
+
+
+def checked_config(dict_cfg: DictConfig) -> Config:
+    """The typed config, once its keys and values pass the schema's checks (else ValueError)."""
     unknown = unknown_keys(OmegaConf.to_container(dict_cfg, resolve=False))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)}: no such key in the config (a '+' adds keys the schema does not "
-                         f"have, and they would be ignored); see resnet-train --help for the keys")
+        raise ValueError(_no_such_key(unknown))
+    cfg: Config = OmegaConf.to_object(dict_cfg)
+    validate(cfg)
+    return cfg
 
 
 def _run(cfg: Config, hydra_cfg) -> dict | list[dict] | None:
@@ -81,14 +90,95 @@ def config_source() -> str:
     return str(Path(__file__).resolve().parents[1] / "conf")
 
 
+def group_options(group: str) -> list[str]:
+    """The options of one of our config groups (model, experiment, ...), nested ones as blog/original."""
+    source = config_source()
+    root = importlib.resources.files("resnet_train.conf") if source.startswith("pkg://") else Path(source)
+
+    def walk(folder, prefix: str) -> list[str]:
+        out = []
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                out += walk(entry, f"{prefix}{entry.name}/")
+            elif entry.name.endswith(".yaml"):
+                out.append(prefix + entry.name.removesuffix(".yaml"))
+        return out
+
+    folder = root.joinpath(group)
+    return sorted(walk(folder, "")) if folder.is_dir() else []
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _composition_error(exc: Exception, job: list[str]) -> str:
+    """One line for what Hydra would report in several: an unknown option, key or value type."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(exc, MissingConfigException):
+        for override in job:
+            key, _, value = override.lstrip("+~").partition("=")
+            if exc.missing_cfg_file == f"{key}/{value}":
+                options = sorted(set(group_options(key)) | set(exc.options or []))  # ours nested, Hydra's plugins
+                hint = "; for another depth, set model.depth=N on a preset of its family" if key == "model" else ""
+                return f"{key}={value}: no such option; choose one of {', '.join(options)}{hint}"
+    cause = exc.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if full_key and isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        return _no_such_key([full_key])
+    if full_key:
+        return f"{full_key}: {_first_line(cause)}"
+    return _first_line(exc)
+
+
+def override_error(args: list[str]) -> str | None:
+    """Hydra reports a bad override (an unknown option or key, a value of the wrong type, bad
+    syntax) in several lines, and in a sweep only when that job's turn comes. This composes and
+    checks each job's config before anything runs, and says what is wrong in one line; None if all
+    pass. Command lines with Hydra's own flags (--help, --cfg, -sc ...) are left to Hydra."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return None
+    overrides = [a for a in args if not a.startswith("-")]
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException as exc:
+            return f"cannot read {override}: {_first_line(exc)}; write KEY=VALUE, a list as 'KEY=[A,B]'"
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    source = config_source()
+    init = (initialize_config_module(source.removeprefix("pkg://"), version_base="1.3") if source.startswith("pkg://")
+            else initialize_config_dir(source, version_base="1.3"))
+    with init:
+        loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options through it
+        sweep = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+        for job in BasicSweeper.split_arguments(sweep, None)[0] if multirun else [overrides]:
+            try:
+                dict_cfg = compose(config_name="config", overrides=job)
+            except (HydraException, OmegaConfBaseException, ValueError) as exc:
+                return _composition_error(exc, job)
+            try:
+                checked_config(dict_cfg)
+            except (ValueError, OmegaConfBaseException) as exc:
+                return _first_line(exc)
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=config_source(), config_name="config")
 def hydra_main(dict_cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     try:
-        _check_keys(dict_cfg)
-        cfg: Config = OmegaConf.to_object(dict_cfg)
-        validate(cfg)
+        cfg = checked_config(dict_cfg)
         result = _run(cfg, hydra_cfg)
         if cfg.mode != "train":
             _remove_if_empty(output_dir)
@@ -172,6 +262,7 @@ def main() -> None:
     rank = distributed.from_env()
     if rank.active and any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
         problem = "a sweep (-m) cannot run inside torchrun; start one torchrun per job"
+    problem = problem or override_error(sys.argv[1:])
     if problem:
         print(f"resnet-train: error: {problem}", file=sys.stderr)
         sys.exit(1)

@@ -163,16 +163,27 @@ def test_nan_in_a_sweep_fails_only_that_job(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["model=resnet21"], "Could not find 'model/resnet21'"),
-    (["optim=lbfgs"], "Could not find 'optim/lbfgs'"),
-    (["sched=linear"], "Could not find 'sched/linear'"),
-    (["data=mnist"], "Could not find 'data/mnist'"),
-    (["model.colour=red"], "Key 'colour' not in 'ModelSpec'"),
-    (["train.epochs=many"], "Value 'many' of type 'str' could not be converted to Integer"),
+    (["model=resnet21"], "model=resnet21: no such option; choose one of plain110, plain20, "),
+    (["optim=lbfgs"], "optim=lbfgs: no such option; choose one of adadelta, adagrad, adam, blog/adadelta, "),
+    (["sched=linear"], "sched=linear: no such option; choose one of constant, cosine, multistep, step"),
+    (["data=mnist"], "data=mnist: no such option; choose one of cifar10, cifar100, cifar10_sample, "),
+    (["experiment=blog/nope"], "experiment=blog/nope: no such option; choose one of blog/adadelta, "),
+    (["hydra/launcher=nope"], "hydra/launcher=nope: no such option; choose one of basic, joblib, slurm, "),
+    (["model.colour=red"], "model.colour: no such key in the config"),
+    (["train.epochs=many"], "train.epochs: Value 'many' of type 'str' could not be converted to Integer"),
+    (["sched.milestones=[2"], "cannot read sched.milestones=[2: no viable alternative at input '[2'"),
 ])
-def test_unknown_options_and_keys_get_hydras_message(cli, args, message):
+def test_unknown_options_keys_and_types_are_one_line(cli, args, message):
     code, err = cli(*args, "hydra.run.dir=run")
-    assert code == 1 and message in err
+    assert code == 1 and our_line(err).startswith(f"resnet-train: error: {message}")
+
+
+@pytest.mark.parametrize("swept,message", [("model=resnet20,resnet21", "model=resnet21: no such option"),
+                                           ("optim.lr=0.1,0", "optim.lr must be positive, got 0.0")])
+def test_a_sweep_with_one_bad_job_stops_before_any_job_runs(cli, tmp_path, swept, message):
+    code, err = cli("-m", "data=cifar10_sample", "train.epochs=1", swept, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 1 and our_line(err).startswith(f"resnet-train: error: {message}")
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_missing_data_root(cli, tmp_path):
