@@ -38,6 +38,9 @@ def test_source_tree_on_pythonpath_runs_without_an_install(tmp_path):
     where = subprocess.run([py, "-c", "import resnet_train.cli as c; print(c.__file__, c.config_source())"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert where == [str(ROOT / "resnet_train" / "cli.py"), str(ROOT / "conf")]
+    bad = subprocess.run([py, "-m", "resnet_train", "experiment=blog/nope"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "choose one of blog/adadelta, blog/adagrad, " in bad.stderr, bad.stderr
 
 
 @pytest.mark.slow
