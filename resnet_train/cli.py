@@ -90,6 +90,16 @@ def config_source() -> str:
     return str(Path(__file__).resolve().parents[1] / "conf")
 
 
+def config_context():
+    """Hydra's compose API initialised on the configs the command reads (config_source)."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    source = config_source()
+    if source.startswith("pkg://"):
+        return initialize_config_module(source.removeprefix("pkg://"), version_base="1.3")
+    return initialize_config_dir(source, version_base="1.3")
+
+
 def group_options(group: str) -> list[str]:
     """The options of one of our config groups (model, experiment, ...), nested ones as blog/original."""
     source = config_source()
@@ -138,7 +148,7 @@ def override_error(args: list[str]) -> str | None:
     syntax) in several lines, and in a sweep only when that job's turn comes. This composes and
     checks each job's config before anything runs, and says what is wrong in one line; None if all
     pass. Command lines with Hydra's own flags (--help, --cfg, -sc ...) are left to Hydra."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -155,10 +165,7 @@ def override_error(args: list[str]) -> str | None:
         except HydraException as exc:
             return f"cannot read {override}: {_first_line(exc)}; write KEY=VALUE, a list as 'KEY=[A,B]'"
     multirun = any(a in ("-m", "--multirun") for a in args)
-    source = config_source()
-    init = (initialize_config_module(source.removeprefix("pkg://"), version_base="1.3") if source.startswith("pkg://")
-            else initialize_config_dir(source, version_base="1.3"))
-    with init:
+    with config_context():
         loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options through it
         sweep = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
         for job in BasicSweeper.split_arguments(sweep, None)[0] if multirun else [overrides]:

@@ -26,15 +26,12 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
 def compose():
     """Hydra's compose API over the configs the command reads (packaged, or the source tree's)."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from resnet_train.cli import config_source  # importing cli also registers the schema
+    from resnet_train.cli import config_context  # importing cli also registers the schema
 
     GlobalHydra.instance().clear()
-    source = config_source()
-    with (initialize_config_module(config_module=source.removeprefix("pkg://"), version_base="1.3")
-          if source.startswith("pkg://") else initialize_config_dir(config_dir=source, version_base="1.3")):
+    with config_context():
         yield lambda *overrides: hydra_compose(config_name="config", overrides=list(overrides))
     GlobalHydra.instance().clear()
 
