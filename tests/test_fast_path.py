@@ -1,5 +1,6 @@
-"""The fast path's data side, checked on CPU: batch augmentation with torchvision's distribution,
-device-resident batches in the same order, exact resume. (Its speed needs a GPU: scripts/bench.py.)"""
+"""The fast path, checked on CPU where it can be: batch augmentation with torchvision's
+distribution, device-resident batches in the same order, exact resume, torch.compile; then the
+CUDA-only paths (marked gpu). (Its speed needs a GPU: scripts/bench.py.)"""
 
 import json
 
@@ -100,6 +101,33 @@ def test_on_gpu_refuses_datasets_read_from_disk(tiny, tmp_path):
     cfg.data.augment = "imagenet"
     with pytest.raises(ValueError, match="data.on_gpu=true needs an in-memory dataset"):
         train(cfg, tmp_path)
+
+
+@pytest.mark.slow
+def test_compiled_step_computes_the_eager_step_and_resumes_exactly(tiny, tmp_path):
+    """train.compile through the whole loop on CPU (Inductor's C++ backend; the GPU's is Triton):
+    one compiled step gives the eager step's weights up to float rounding (further steps amplify
+    rounding at LR 0.1, so one is compared), and a compiled run stopped and resumed equals one
+    run straight through, checkpoints and evaluation included."""
+    from torch._dynamo.utils import counters
+
+    from resnet_train.checkpoint import load_checkpoint
+
+    one_step = {"model.dropout": 0.0, "data.train_size": 64}  # dropout: Inductor draws its own masks
+    compiled = {**one_step, "train.compile": "default"}
+    train(tiny(epochs=1, **one_step), tmp_path / "eager")
+    counters.clear()
+    train(tiny(epochs=1, **compiled), tmp_path / "resumed")
+    assert counters["stats"]["unique_graphs"] >= 1  # Dynamo did compile the model
+    eager, graph = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("eager", "resumed"))
+    for key, tensor in eager.items():
+        if tensor.is_floating_point():
+            assert (graph[key] - tensor).norm() <= 1e-4 * tensor.norm() + 1e-7, key
+    resumed = train(tiny(epochs=3, resume="auto", **compiled), tmp_path / "resumed")
+    straight = train(tiny(epochs=3, **compiled), tmp_path / "straight")
+    assert resumed["final_test_err"] == straight["final_test_err"]
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("resumed", "straight"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 @pytest.mark.slow
