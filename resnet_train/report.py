@@ -580,8 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in left_out:
         print(f"left out {path}: not the analysis of a finished run's last step (rerun mode=analyze on its last.pt)")
     args.out.write_text(render(runs, args.out, screens, args.note, responses))
-    total = sum(r.n for r in runs.values()) + sum(r.n for s in screens.values() for r in s.values())
-    print(f"wrote {args.out}: {_count(total, 'run')} in {_count(len(runs), 'arm')}")
+    every = [*runs.values(), *(r for screen in screens.values() for r in screen.values())]
+    print(f"wrote {args.out}: {_count(sum(r.n for r in every), 'run')} in {_count(len(every), 'arm')}")
     return 0
 
 

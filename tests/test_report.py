@@ -156,7 +156,7 @@ def test_report_rejects_missing_folders(tmp_path, capsys):
     assert err.value.code == 2 and "no such folder" in capsys.readouterr().err
 
 
-def test_screening_runs_stay_apart_from_full_runs(tmp_path):
+def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     for seed, err in enumerate([10.0, 11.0]):
         fake_run(tmp_path / "full" / str(seed), "blog/original", "resnet-110", seed, err)
     for n, (arm, err) in enumerate([("original", 20.0), ("bn_after_add", 25.0)]):
@@ -174,6 +174,7 @@ def test_screening_runs_stay_apart_from_full_runs(tmp_path):
     assert "BN after the addition is at least 3 points worse than the original: agrees (20.00, 25.00)" in screen
     copied = {p.parent.name for p in (tmp_path / "results").rglob("summary.json")}
     assert copied == {"seed0", "seed1", "screening0.25_seed0"}
+    assert f"wrote {out}: 4 runs in 3 arms" in capsys.readouterr().out  # one arm at full length, two screened
 
 
 def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypatch):
