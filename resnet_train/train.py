@@ -311,11 +311,10 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
         log.info(f"{run_dir} already holds this run, finished (test error {errors}); skipped")
         return done if cfg.seeds > 1 else done[0]
     resume_from = [checkpoint_to_resume(cfg.resume, folder) for _, folder in members]
-    if dist.is_main:
+    runs = [setup(member_cfg, folder, list(overrides or []), device, dist) for member_cfg, folder in members]
+    if dist.is_main:  # after setup: a run refused there (e.g. its data missing) leaves no folder to name
         log.info(f"run folder: {run_dir}" + (f" (members: {', '.join(f.name for _, f in members)})"
                                               if cfg.seeds > 1 else ""))
-    runs = [setup(member_cfg, folder, list(overrides or []), device, dist) for member_cfg, folder in members]
-    if dist.is_main:
         for line in plan_lines(runs[0], cfg.seeds):
             log.info(line)
     states = [restore(run, *found) if found is not None else TrainState()

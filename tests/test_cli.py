@@ -190,6 +190,8 @@ def test_multirun_sweep_makes_one_folder_per_job(tmp_path):
 def test_info_mode_and_refused_runs_leave_no_run_folder(tmp_path):
     assert run_cli("mode=info", cwd=tmp_path).returncode == 0
     assert run_cli("optim.lr=0", cwd=tmp_path).returncode == 1
+    missing = run_cli("data=cifar10", f"data.root={tmp_path / 'none'}", cwd=tmp_path)
+    assert missing.returncode == 1 and "run folder" not in missing.stdout + missing.stderr  # it was removed
     assert not (tmp_path / "outputs").exists()
 
 
