@@ -122,12 +122,20 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0]
 
 
+# The launchers' Hydra plugins, which come with the package's extras (pyproject.toml).
+LAUNCHER_EXTRAS = {"joblib": "sweep", "submitit_slurm": "slurm", "submitit_local": "slurm"}
+
+
 def _composition_error(exc: Exception, job: list[str]) -> str:
     """One line for what Hydra would report in several: an unknown option, key or value type."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     if isinstance(exc, MissingConfigException):
+        plugin = (exc.missing_cfg_file or "").removeprefix("hydra/launcher/")
+        if plugin in LAUNCHER_EXTRAS:
+            return (f"hydra/launcher: the {plugin} launcher's Hydra plugin is not installed; "
+                    f"pip install -e '.[{LAUNCHER_EXTRAS[plugin]}]'")
         for override in job:
             key, _, value = override.lstrip("+~").partition("=")
             if exc.missing_cfg_file == f"{key}/{value}":

@@ -178,6 +178,18 @@ def test_unknown_options_keys_and_types_are_one_line(cli, args, message):
     assert code == 1 and our_line(err).startswith(f"resnet-train: error: {message}")
 
 
+@pytest.mark.parametrize("launcher,missing,extra",
+                         [("joblib", "joblib", "sweep"), ("slurm", "submitit_slurm", "slurm")])
+def test_a_launcher_without_its_plugin_names_the_extra(launcher, missing, extra):
+    from hydra.errors import MissingConfigException
+
+    from resnet_train.cli import _composition_error
+
+    exc = MissingConfigException("...", missing_cfg_file=f"hydra/launcher/{missing}", options=["basic"])
+    assert _composition_error(exc, [f"hydra/launcher={launcher}"]) == (
+        f"hydra/launcher: the {missing} launcher's Hydra plugin is not installed; pip install -e '.[{extra}]'")
+
+
 @pytest.mark.parametrize("swept,message", [("model=resnet20,resnet21", "model=resnet21: no such option"),
                                            ("optim.lr=0.1,0", "optim.lr must be positive, got 0.0")])
 def test_a_sweep_with_one_bad_job_stops_before_any_job_runs(cli, tmp_path, swept, message):
