@@ -122,6 +122,12 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0]
 
 
+def _joined(exc: BaseException) -> str:
+    """Hydra's message on one line, up to its list of config sources."""
+    text = str(exc).split("Config search path:")[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 # The launchers' Hydra plugins, which come with the package's extras (pyproject.toml).
 LAUNCHER_EXTRAS = {"joblib": "sweep", "submitit_slurm": "slurm", "submitit_local": "slurm"}
 
@@ -148,7 +154,7 @@ def _composition_error(exc: Exception, job: list[str]) -> str:
         return _no_such_key([full_key])
     if full_key:
         return f"{full_key}: {_first_line(cause)}"
-    return _first_line(exc)
+    return _joined(exc)  # e.g. seed=0,1 without -m: Hydra's three ways out
 
 
 def override_error(args: list[str]) -> str | None:
@@ -172,11 +178,13 @@ def override_error(args: list[str]) -> str | None:
             parser.parse_override(override)
         except HydraException as exc:
             return f"cannot read {override}: {_first_line(exc)}; write KEY=VALUE, a list as 'KEY=[A,B]'"
-    multirun = any(a in ("-m", "--multirun") for a in args)
     with config_context():
-        loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options through it
-        sweep = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-        for job in BasicSweeper.split_arguments(sweep, None)[0] if multirun else [overrides]:
+        jobs = [overrides]
+        if any(a in ("-m", "--multirun") for a in args):
+            loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list a group's options through it
+            jobs = BasicSweeper.split_arguments(OverridesParser.create(config_loader=loader).parse_overrides(overrides),
+                                                None)[0]
+        for job in jobs:
             try:
                 dict_cfg = compose(config_name="config", overrides=job)
             except (HydraException, OmegaConfBaseException, ValueError) as exc:

@@ -172,6 +172,7 @@ def test_nan_in_a_sweep_fails_only_that_job(tmp_path):
     (["model.colour=red"], "model.colour: no such key in the config"),
     (["train.epochs=many"], "train.epochs: Value 'many' of type 'str' could not be converted to Integer"),
     (["sched.milestones=[2"], "cannot read sched.milestones=[2: no viable alternative at input '[2'"),
+    (["seed=0,1"], "Ambiguous value for argument 'seed=0,1' 1. To use it as a list, use key=[value1,value2] 2. "),
 ])
 def test_unknown_options_keys_and_types_are_one_line(cli, args, message):
     code, err = cli(*args, "hydra.run.dir=run")
