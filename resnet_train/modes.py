@@ -109,7 +109,7 @@ def checkpoints(ckpt: str) -> list[Path]:
     if not found:
         raise CheckpointError(f"ckpt={path} is a folder with no last.pt under it: point ckpt= at a checkpoint, or "
                               f"at a folder that holds finished runs")
-    log.info(f"{len(found)} checkpoints under {path}")
+    log.info(f"{len(found)} checkpoint{'s' * (len(found) != 1)} under {path}")
     return found
 
 

@@ -581,7 +581,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"left out {path}: not the analysis of a finished run's last step (rerun mode=analyze on its last.pt)")
     args.out.write_text(render(runs, args.out, screens, args.note, responses))
     every = [*runs.values(), *(r for screen in screens.values() for r in screen.values())]
-    print(f"wrote {args.out}: {_count(sum(r.n for r in every), 'run')} in {_count(len(every), 'arm')}")
+    total = sum(r.n for r in every)
+    where = ", ".join(map(str, args.folders))
+    print(f"wrote {args.out}: {_count(total, 'run')} in {_count(len(every), 'arm')}"
+          + ("" if total else f" (no finished run, a summary.json with a test error, under {where})"))
     return 0
 
 

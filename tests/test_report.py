@@ -156,6 +156,14 @@ def test_report_rejects_missing_folders(tmp_path, capsys):
     assert err.value.code == 2 and "no such folder" in capsys.readouterr().err
 
 
+def test_report_of_a_folder_without_finished_runs_says_so(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "r.md")]) == 0
+    assert f"0 runs in 0 arms (no finished run, a summary.json with a test error, under {tmp_path / 'runs'})" in \
+        capsys.readouterr().out
+    assert "not run yet" in (tmp_path / "r.md").read_text()
+
+
 def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     for seed, err in enumerate([10.0, 11.0]):
         fake_run(tmp_path / "full" / str(seed), "blog/original", "resnet-110", seed, err)
