@@ -36,12 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resnet_train import members as kwide  # noqa: E402
-from resnet_train.config import (  # noqa: E402
-    DataConfig,
-    ModelConfig,
-    OptimConfig,  # noqa: E402
-    SchedConfig,
-)
+from resnet_train.config import COMPILE_MODES, DataConfig, ModelConfig, OptimConfig, SchedConfig  # noqa: E402
 from resnet_train.data import DeviceBatches, EpochSampler, Split, build_datasets  # noqa: E402
 from resnet_train.engine import EpochTotals, GraphedTrainStep, TrainStep, train_epoch  # noqa: E402
 from resnet_train.models import build_model  # noqa: E402
@@ -192,7 +187,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed iterations per model and loop")
     parser.add_argument("--warmup", type=int, default=30, help="untimed iterations first (compilation, cudnn)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", default="none", help="torch.compile mode for ours, or none")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES, help="torch.compile mode for ours")
     parser.add_argument("--graphs", default="off", choices=["on", "off"],
                         help="capture each step of ours in a CUDA graph (train.cuda_graphs; CUDA only)")
     parser.add_argument("--profile", type=Path, help="folder for a torch.profiler table of 20 steps of ours per model")
@@ -205,8 +200,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
-    compile_mode = args.compile if device.type == "cuda" else "none"
-    graphs = args.graphs == "on" and device.type == "cuda" and compile_mode != "reduce-overhead"
+    compile_mode = args.compile  # as train.compile: Inductor's CPU backend compiles too
+    if args.graphs == "on" and (device.type != "cuda" or compile_mode in ("reduce-overhead", "max-autotune")):
+        parser.error("--graphs on needs --device cuda and a compile mode that does not capture graphs itself")
+    graphs = args.graphs == "on"
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
 
