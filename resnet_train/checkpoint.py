@@ -39,16 +39,21 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluated epoch
     train_seconds: float = 0.0
     train_images: int = 0
-    wall_seconds: float = 0.0  # the run's wall time before this process's leg (legs of a resumed run)
-    leg_started: float | None = field(default=None, compare=False)  # time.perf_counter(); not saved
+    # [start, end] of each earlier process's leg of the run (a resumed run has several), Unix
+    # seconds: the report unites them across runs into the device time a packed batch took.
+    legs: list[list[float]] = field(default_factory=list)
+    leg_started: float | None = field(default=None, compare=False)  # this process's leg; saved closed
 
     def start_leg(self) -> None:
-        self.leg_started = time.perf_counter()
+        self.leg_started = time.time()
+
+    def all_legs(self) -> list[list[float]]:
+        """Every leg so far, this process's up to now."""
+        return self.legs + ([[self.leg_started, time.time()]] if self.leg_started is not None else [])
 
     def wall_time(self) -> float:
         """Seconds of wall time over every leg of the run so far."""
-        leg = time.perf_counter() - self.leg_started if self.leg_started is not None else 0.0
-        return self.wall_seconds + leg
+        return sum(end - start for start, end in self.all_legs())
 
     def to_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rngs: list[dict],
                       config: dict[str, Any]) -> dict[str, Any]:
@@ -57,13 +62,13 @@ class TrainState:
         return {"format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": self.epoch, "step": self.step, "epoch_totals": asdict(self.partial), "best": self.best,
                 "history": self.history, "rng": rngs[0], "rng_ranks": rngs, "train_seconds": self.train_seconds,
-                "train_images": self.train_images, "wall_seconds": self.wall_time(), "config": config}
+                "train_images": self.train_images, "legs": self.all_legs(), "config": config}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
         return cls(epoch=ckpt["epoch"], step=ckpt["step"], partial=EpochTotals(**ckpt["epoch_totals"]),
                    best=ckpt["best"], history=ckpt["history"], train_seconds=ckpt["train_seconds"],
-                   train_images=ckpt["train_images"], wall_seconds=ckpt.get("wall_seconds", 0.0))
+                   train_images=ckpt["train_images"], legs=ckpt.get("legs", []))
 
     @staticmethod
     def rng_for_rank(ckpt: dict[str, Any], rank: int, world: int) -> dict[str, Any]:

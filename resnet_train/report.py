@@ -89,7 +89,8 @@ class Runs:
     best_epochs: list[int] = field(default_factory=list)
     histories: list[list[dict]] = field(default_factory=list)  # each run's metrics.jsonl records
     wall_times: list[float] = field(default_factory=list)  # seconds, every leg of each run
-    machine_seconds: float = 0.0  # the runs' wall times, a seeds=K run's K members counted once
+    legs: list[list[float]] = field(default_factory=list)  # [start, end] of every leg of every run, Unix seconds
+    unlegged_seconds: float = 0.0  # wall times of summaries without legs, a seeds=K run's members counted once
     img_rates: list[float] = field(default_factory=list)  # each run's training images per second
     devices: set[str] = field(default_factory=set)  # where each run's last leg ran
     datasets: set[str] = field(default_factory=set)  # the runs' data= options (summaries before it: none)
@@ -101,7 +102,10 @@ class Runs:
             self.datasets.add(summary["data"])
         if summary.get("wall_time_s") is not None:
             self.wall_times.append(summary["wall_time_s"])
-            self.machine_seconds += summary["wall_time_s"] / summary.get("members", 1)
+            if summary.get("legs"):
+                self.legs += summary["legs"]
+            else:
+                self.unlegged_seconds += summary["wall_time_s"] / summary.get("members", 1)
         if summary.get("img_per_s"):
             self.img_rates.append(summary["img_per_s"])
         world = summary.get("world_size", 1)
@@ -131,6 +135,12 @@ class Runs:
         return not self.datasets - {data}
 
     @property
+    def machine_seconds(self) -> float:
+        """The device time the runs took: the union of their legs, so that runs packed on one GPU
+        and a seeds=K run's members count once."""
+        return union_seconds(self.legs) + self.unlegged_seconds
+
+    @property
     def n(self) -> int:
         return len(self.errors)
 
@@ -141,6 +151,15 @@ class Runs:
     @property
     def std(self) -> float:
         return statistics.stdev(self.errors) if self.n > 1 else 0.0
+
+
+def union_seconds(intervals: list[list[float]]) -> float:
+    """The length of the union of [start, end] intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
 
 
 def finished_runs(folders: list[Path]):
@@ -518,9 +537,10 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
 def compute_section(arms: list[tuple[float, tuple[str, str], Runs]]) -> list[str]:
     """Per arm (and length: 1 = the full recipe): where and how long its runs took."""
     lines = ["## Compute", "",
-             "Wall time: each run's, over all its legs (a resumed run's included). Machine time: the sum of the runs' "
-             "wall times, the members of a seeds=K run counted once; runs packed on one GPU overlap, so it exceeds "
-             "the GPU time they took. Images per second: training steps only, evaluation excluded.", "",
+             "Wall time: each run's, over all its legs (a resumed run's included). Machine time: the time the "
+             "device was busy with the arm's runs, the union of their legs, so runs packed on one GPU at once and "
+             "the members of a seeds=K run count once. Images per second: training steps only, evaluation "
+             "excluded.", "",
              "| experiment | model | length | n | device | wall time per run, min (mean) | machine time, min | "
              "img/s per run (mean) |", "|---|---|---|---|---|---|---|---|"]
     for length, (experiment, model), r in arms:
@@ -528,7 +548,10 @@ def compute_section(arms: list[tuple[float, tuple[str, str], Runs]]) -> list[str
         rate = f"{statistics.fmean(r.img_rates):,.0f}" if r.img_rates else "–"
         lines.append(f"| {experiment} | {model} | {length:g} | {r.n} | {', '.join(sorted(r.devices))} | {wall} | "
                      f"{r.machine_seconds / 60:.1f} | {rate} |")
-    return lines + [""]
+    every = Runs(legs=[leg for *_, r in arms for leg in r.legs],
+                 unlegged_seconds=sum(r.unlegged_seconds for *_, r in arms))
+    return lines + ["", f"All of these runs: {every.machine_seconds / 60:.1f} min of machine time (the union of "
+                        f"every run's legs).", ""]
 
 
 HYDRA_RECORD = (".hydra/config.yaml", ".hydra/overrides.yaml")  # the command's config, as Hydra wrote it

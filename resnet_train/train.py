@@ -405,6 +405,7 @@ def _finish(run: Run, state: TrainState, members: int) -> dict[str, Any]:
         "best_epoch": state.best["epoch"],
         "best_on": run.select,
         "wall_time_s": state.wall_time(),  # every leg of a resumed run
+        "legs": state.all_legs(),  # [start, end] of each, Unix seconds
         "img_per_s": state.train_images / state.train_seconds if state.train_seconds else None,
         "device_name": run.device_name,
         "world_size": run.dist.world,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from resnet_train.report import main
+from resnet_train.report import main, union_seconds
 
 ERRORS = {  # blog arms on ResNet-110, two seeds each
     "blog/original": [10.0, 11.0],
@@ -99,6 +99,30 @@ def test_report_compute_counts_every_leg_and_members_once(tmp_path):
     compute = report_of(tmp_path / "runs").split("## Compute")[1]
     assert "| blog/original | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 10.5 | 21.0 | 11,000 |" in compute
     assert "| blog/adagrad | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 5.0 | 5.0 | 5,000 |" in compute
+
+
+def test_union_of_legs():
+    assert union_seconds([[20.0, 30.0], [0.0, 10.0], [5.0, 15.0], [25.0, 26.0]]) == 25.0
+    assert union_seconds([]) == 0.0
+
+
+def test_report_machine_time_counts_packed_runs_once(tmp_path):
+    """Two seeds packed on one GPU (0-600 s and 0-660 s), then a seeds=2 run's two members (one
+    process, 1000-1300 s), and a run resumed in two legs (2000-2100 and 5000-5200 s)."""
+    runs = [("blog/original", 0, [[0.0, 600.0]], 1), ("blog/original", 1, [[0.0, 660.0]], 1),
+            ("blog/adagrad", 0, [[1000.0, 1300.0]], 2), ("blog/adagrad", 1, [[1000.0, 1300.0]], 2),
+            ("blog/rmsprop", 0, [[2000.0, 2100.0], [5000.0, 5200.0]], 1)]
+    for n, (arm, seed, legs, members) in enumerate(runs):
+        folder = tmp_path / "runs" / str(n)
+        fake_run(folder, arm, "resnet-110", seed, 7.0)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary.update(wall_time_s=sum(b - a for a, b in legs), legs=legs, members=members)
+        (folder / "summary.json").write_text(json.dumps(summary))
+    compute = report_of(tmp_path / "runs").split("## Compute")[1]
+    assert "| blog/original | resnet-110 | 1 | 2 | unrecorded | 10.5 | 11.0 |" in compute
+    assert "| blog/adagrad | resnet-110 | 1 | 2 | unrecorded | 5.0 | 5.0 |" in compute
+    assert "| blog/rmsprop | resnet-110 | 1 | 1 | unrecorded | 5.0 | 5.0 |" in compute
+    assert "All of these runs: 21.0 min of machine time" in compute
 
 
 def test_results_keep_hydras_record_of_each_command(tmp_path):

@@ -41,13 +41,15 @@ def test_resume_auto_starts_fresh_then_continues(tiny, tmp_path):
     first = train(tiny(epochs=1, resume="auto"), run)
     assert first["epochs"] == 1
     saved = load_checkpoint(run / "last.pt")
-    assert 0 < saved["wall_seconds"] <= first["wall_time_s"]
-    # The summary's wall time counts every leg: pretend the first one took 1000 s.
-    saved["wall_seconds"] = 1000.0
+    [(start, end)] = saved["legs"]
+    assert 0 < end - start <= first["wall_time_s"] and first["legs"][0][0] == start
+    # The summary's wall time counts every leg: pretend the first one took 1000 s, a day ago.
+    saved["legs"] = [[start - 86400.0, start - 85400.0]]
     torch.save(saved, run / "last.pt")
-    start = time.perf_counter()
+    before = time.time()
     second = train(tiny(epochs=2, resume="auto"), run)
-    assert 1000.0 < second["wall_time_s"] <= 1000.0 + time.perf_counter() - start
+    assert 1000.0 < second["wall_time_s"] <= 1000.0 + time.time() - before
+    assert second["legs"][0] == saved["legs"][0] and before <= second["legs"][1][0] < second["legs"][1][1]
     assert second["epochs"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
