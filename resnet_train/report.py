@@ -538,10 +538,10 @@ def compute_section(arms: list[tuple[float, tuple[str, str], Runs]]) -> list[str
     """Per arm (and length: 1 = the full recipe): where and how long its runs took."""
     lines = ["## Compute", "",
              "Wall time: each run's, over all its legs (a resumed run's included), each from its first step to its "
-             "last save (start-up and data loading before it excluded). Machine time: the time the "
-             "device was busy with the arm's runs, the union of their legs, so runs packed on one GPU at once and "
-             "the members of a seeds=K run count once. Images per second: training steps only, evaluation "
-             "excluded.", "",
+             "summary, or to its last save where it was stopped (start-up and data loading excluded). Machine time: "
+             "the time the device was busy with the arm's runs, the union of their legs, so runs packed on one GPU "
+             "at once and the members of a seeds=K run count once. Images per second: training steps only, "
+             "evaluation excluded.", "",
              "| experiment | model | length | n | device | wall time per run, min (mean) | machine time, min | "
              "img/s per run (mean) |", "|---|---|---|---|---|---|---|---|"]
     for length, (experiment, model), r in arms:
