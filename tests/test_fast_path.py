@@ -122,7 +122,9 @@ def test_compiled_step_computes_the_eager_step_and_resumes_exactly(tiny, tmp_pat
     eager, graph = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("eager", "resumed"))
     for key, tensor in eager.items():
         if tensor.is_floating_point():
-            assert (graph[key] - tensor).norm() <= 1e-4 * tensor.norm() + 1e-7, key
+            # BN biases start at 0, so after one step they are the LR times a gradient summed over
+            # every position with much cancellation: torch 2.4's Inductor is 0.2% off there (2.14's 1e-5).
+            assert (graph[key] - tensor).norm() <= 1e-4 * tensor.norm() + 1e-5, key
     resumed = train(tiny(epochs=3, resume="auto", **compiled), tmp_path / "resumed")
     straight = train(tiny(epochs=3, **compiled), tmp_path / "straight")
     assert resumed["final_test_err"] == straight["final_test_err"]
