@@ -219,6 +219,9 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
         message = f"resnet-train: error: {exc}"
         _remove_if_empty(output_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
+            # Hydra repeats only the first failed job's error after the sweep: each says its own
+            # here, on the console and in its folder's log.
+            log.error(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {exc}")
             raise UserError(message) from None
         # A single run ends here with one line; SystemExit passes Hydra's job wrapper untouched.
         print(message, file=sys.stderr)

@@ -191,6 +191,16 @@ def test_a_launcher_without_its_plugin_names_the_extra(launcher, missing, extra)
         f"hydra/launcher: the {missing} launcher's Hydra plugin is not installed; pip install -e '.[{extra}]'")
 
 
+def test_every_failed_job_of_a_sweep_says_so_in_its_log(cli, tmp_path):
+    """Hydra repeats only the first failure after a sweep; each job's own log names its own."""
+    code, err = cli("-m", "data=cifar10", f"data.root={tmp_path / 'none'}", "seed=0,1",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 1 and "CIFAR-10 file data_batch_1 not found" in err
+    for job, folder in enumerate(["0_seed=0", "1_seed=1"]):
+        log = (tmp_path / "sweep" / folder / "resnet_train.log").read_text()
+        assert f"job {job} (data=cifar10 data.root={tmp_path / 'none'} seed={job}) failed: CIFAR-10 file" in log
+
+
 @pytest.mark.parametrize("swept,message", [("model=resnet20,resnet21", "model=resnet21: no such option"),
                                            ("optim.lr=0.1,0", "optim.lr must be positive, got 0.0")])
 def test_a_sweep_with_one_bad_job_stops_before_any_job_runs(cli, tmp_path, swept, message):
