@@ -22,6 +22,13 @@ def fake_run(folder, experiment, model, seed, err, epochs=3):
         "best_test_err": err, "best_epoch": epochs}))
 
 
+def fake_timed_run(folder, experiment, seed, **summary_keys):
+    """A finished ResNet-110 run whose summary.json also holds `summary_keys` (its timings)."""
+    fake_run(folder, experiment, "resnet-110", seed, 7.0)
+    summary = folder / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), **summary_keys}))
+
+
 def report_of(folder):
     """The report of the runs below `folder`, written beside it."""
     out = folder.parent / "results.md"
@@ -90,12 +97,8 @@ def test_report_compute_counts_every_leg_and_members_once(tmp_path):
     timings = [("blog/original", 0, 600.0, 10000.0, 1), ("blog/original", 1, 660.0, 12000.0, 1),
                ("blog/adagrad", 0, 300.0, 5000.0, 2), ("blog/adagrad", 1, 300.0, 5000.0, 2)]
     for n, (arm, seed, wall, rate, members) in enumerate(timings):
-        folder = tmp_path / "runs" / str(n)
-        fake_run(folder, arm, "resnet-110", seed, 7.0)
-        summary = json.loads((folder / "summary.json").read_text())
-        summary.update(wall_time_s=wall, img_per_s=rate, device_name="NVIDIA H100 80GB HBM3", world_size=1,
-                       members=members)
-        (folder / "summary.json").write_text(json.dumps(summary))
+        fake_timed_run(tmp_path / "runs" / str(n), arm, seed, wall_time_s=wall, img_per_s=rate,
+                       device_name="NVIDIA H100 80GB HBM3", world_size=1, members=members)
     compute = report_of(tmp_path / "runs").split("## Compute")[1]
     assert "| blog/original | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 10.5 | 21.0 | 11,000 |" in compute
     assert "| blog/adagrad | resnet-110 | 1 | 2 | NVIDIA H100 80GB HBM3 | 5.0 | 5.0 | 5,000 |" in compute
@@ -113,11 +116,8 @@ def test_report_machine_time_counts_packed_runs_once(tmp_path):
             ("blog/adagrad", 0, [[1000.0, 1300.0]], 2), ("blog/adagrad", 1, [[1000.0, 1300.0]], 2),
             ("blog/rmsprop", 0, [[2000.0, 2100.0], [5000.0, 5200.0]], 1)]
     for n, (arm, seed, legs, members) in enumerate(runs):
-        folder = tmp_path / "runs" / str(n)
-        fake_run(folder, arm, "resnet-110", seed, 7.0)
-        summary = json.loads((folder / "summary.json").read_text())
-        summary.update(wall_time_s=sum(b - a for a, b in legs), legs=legs, members=members)
-        (folder / "summary.json").write_text(json.dumps(summary))
+        fake_timed_run(tmp_path / "runs" / str(n), arm, seed, wall_time_s=sum(b - a for a, b in legs), legs=legs,
+                       members=members)
     compute = report_of(tmp_path / "runs").split("## Compute")[1]
     assert "| blog/original | resnet-110 | 1 | 2 | unrecorded | 10.5 | 11.0 |" in compute
     assert "| blog/adagrad | resnet-110 | 1 | 2 | unrecorded | 5.0 | 5.0 |" in compute
