@@ -126,6 +126,21 @@ def test_each_recipe_prepares_data_as_its_reference(compose, arm, data):
     assert {k: cfg[k] for k in data} == data
 
 
+@pytest.mark.parametrize("arm,data,mean,std", [
+    # wrn:train.lua:57 fixes CIFAR-10's values for every dataset it reads.
+    ("wrn/wrn_28_10", "cifar10", [125.3, 123.0, 113.9], [63.0, 62.1, 66.7]),
+    ("wrn/wrn_28_10", "cifar100", [125.3, 123.0, 113.9], [63.0, 62.1, 66.7]),
+    # fb.resnet.torch (Identity Mappings' pipeline) has each dataset's own: fb:datasets/cifar10.lua:38-41,
+    # datasets/cifar100.lua:49-52.
+    ("identity_mappings/full_preact", "cifar10", [125.3, 123.0, 113.9], [63.0, 62.1, 66.7]),
+    ("identity_mappings/full_preact", "cifar100", [129.3, 124.1, 112.4], [68.2, 65.4, 70.4]),
+])
+def test_recipes_normalise_each_dataset_as_their_reference(compose, arm, data, mean, std):
+    cfg = compose(f"experiment={arm}", f"data={data}").data
+    assert [255 * m for m in cfg.mean] == pytest.approx(mean, abs=0.06)  # the references' one decimal
+    assert [255 * s for s in cfg.std] == pytest.approx(std, abs=0.06)
+
+
 def test_identity_mappings_bottlenecks_stride_their_first_1x1(compose):
     for arm in ("identity_mappings/original", "identity_mappings/full_preact", "identity_mappings/preresnet1001"):
         assert compose(f"experiment={arm}").model.bottleneck_stride == "1x1"
