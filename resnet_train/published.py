@@ -2,7 +2,8 @@
 experiment files' checks and the model tests read them from here; the experiment files name the
 table they come from, not the number.
 
-Errors are percent: CIFAR-10 test error, or ImageNet single-crop top-1 error.
+Errors are percent: test error on CIFAR-10 or CIFAR-100, or ImageNet single-crop top-1 error. Each
+arm's figures are keyed by the data= option of the runs they can stand beside.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ WRN = "Zagoruyko & Komodakis 2016 (arXiv 1605.07146)"
 BLOG = "Torch blog (gcr/torch-residual-networks, 2016)"
 FB = "fb.resnet.torch (Torch blog, 2016)"
 
-# (experiment arm, model label) -> test error, percent.
-ERRORS: dict[tuple[str, str], float] = {
+# (experiment arm, model label) -> CIFAR-10 test error, percent.
+CIFAR10: dict[tuple[str, str], float] = {
     # He 2015 Table 6.
     ("he2015/resnet20", "resnet-20"): 8.75,
     ("he2015/resnet32", "resnet-32"): 7.51,
@@ -54,7 +55,20 @@ ERRORS: dict[tuple[str, str], float] = {
     ("wrn/wrn_28_10_dropout", "wrn-28-10"): 3.89,
     ("wrn/wrn_16_8", "wrn-16-8"): 4.27,
     ("wrn/wrn_40_4", "wrn-40-4"): 4.53,
-    # fb.resnet.torch README, single-crop top-1.
+}
+
+# The same arms on CIFAR-100, where a reference's README gives the figure: the WRN code's table
+# (szagoruyko/wide-residual-networks@ae6d0d0:README.md:37-44, which quotes the pre-activation rows
+# from Identity Mappings Table 3). The other CIFAR-100 figures are in the papers' tables only.
+CIFAR100: dict[tuple[str, str], float] = {
+    ("identity_mappings/full_preact", "resnet-164"): 24.33,
+    ("identity_mappings/preresnet1001", "preresnet-1001"): 22.71,
+    ("wrn/wrn_28_10", "wrn-28-10"): 19.25,
+    ("wrn/wrn_28_10_dropout", "wrn-28-10"): 18.85,
+}
+
+# fb.resnet.torch README, single-crop top-1 error, percent.
+IMAGENET: dict[tuple[str, str], float] = {
     ("imagenet/resnet18", "resnet-18"): 30.43,
     ("imagenet/resnet34", "resnet-34"): 26.73,
     ("imagenet/resnet50", "resnet-50"): 24.01,
@@ -62,6 +76,9 @@ ERRORS: dict[tuple[str, str], float] = {
     ("imagenet/resnet152", "resnet-152"): 22.16,
     ("imagenet/preresnet200", "preresnet-200"): 21.66,
 }
+
+# data= option -> (experiment arm, model label) -> published error on that data.
+ERRORS: dict[str, dict[tuple[str, str], float]] = {"cifar10": CIFAR10, "cifar100": CIFAR100, "imagefolder": IMAGENET}
 
 
 @dataclass(frozen=True)
@@ -78,18 +95,20 @@ class Statistic:
         return f"{self.kind} of {self.runs}"
 
 
-# (experiment arm, model label) -> the statistic; an arm not listed reports one run's figure, or its
-# source does not say. The report's published deltas use `comparable`.
-STATISTICS: dict[tuple[str, str], Statistic] = {
+# (experiment arm, model label, data= option) -> the statistic; a figure not listed is one run's, or
+# its source does not say. The report's published deltas use `comparable`.
+_WRN_README = Statistic("median", 5, "szagoruyko/wide-residual-networks README")
+STATISTICS: dict[tuple[str, str, str], Statistic] = {
     # He 2015 Table 6 caption: "For ResNet-110, we run it 5 times and show 'best (mean±std)'"; gcr's
     # README footnote 2 says the same (gcr/torch-residual-networks@f0d0a17:README.md:82-83).
-    ("he2015/resnet110", "resnet-110"): Statistic("best", 5, "He 2015 Table 6", 6.61, 0.16),
+    ("he2015/resnet110", "resnet-110", "cifar10"): Statistic("best", 5, "He 2015 Table 6", 6.61, 0.16),
     # KaimingHe/resnet-1k-layers@fde7ee9:README.md:48-50, "median (mean+/-std)", batch 128.
-    ("identity_mappings/preresnet1001", "preresnet-1001"):
+    ("identity_mappings/preresnet1001", "preresnet-1001", "cifar10"):
         Statistic("median", 5, "KaimingHe/resnet-1k-layers README", 4.89, 0.14),
-    # szagoruyko/wide-residual-networks@ae6d0d0:README.md:37, "meanstd normalization, median of 5 runs".
-    ("wrn/wrn_28_10", "wrn-28-10"): Statistic("median", 5, "szagoruyko/wide-residual-networks README"),
-    ("wrn/wrn_28_10_dropout", "wrn-28-10"): Statistic("median", 5, "szagoruyko/wide-residual-networks README"),
+    # szagoruyko/wide-residual-networks@ae6d0d0:README.md:37, "meanstd normalization, median of 5 runs",
+    # for both columns of its table.
+    **{(arm, "wrn-28-10", data): _WRN_README
+       for arm in ("wrn/wrn_28_10", "wrn/wrn_28_10_dropout") for data in ("cifar10", "cifar100")},
 }
 
 # Model preset (conf/model) -> parameters on CIFAR-10 (He 2015 Table 6, He 2016 Table 3, WRN Table 4).
@@ -108,21 +127,23 @@ MACS: dict[tuple[str, int], float] = {
 
 
 def dataset(experiment: str) -> str:
-    """The data= option of the runs a published figure can stand beside: the full CIFAR-10 for
-    every CIFAR arm (not the shipped sample, not CIFAR-100), ImageNet folders for the ImageNet arms."""
+    """The data= option of the arm's own recipe, whose published figures the report's orderings
+    use: CIFAR-10 for every CIFAR arm, ImageNet folders for the ImageNet arms."""
     return "imagefolder" if experiment.startswith("imagenet/") else "cifar10"
 
 
-def error(experiment: str, model: str) -> float | None:
-    return ERRORS.get((experiment, model))
+def error(experiment: str, model: str, data: str | None = None) -> float | None:
+    """The published error of an arm on `data` (default: its recipe's, `dataset`); None where no
+    source read here gives one, e.g. on the shipped sample."""
+    return ERRORS.get(data or dataset(experiment), {}).get((experiment, model))
 
 
-def statistic(experiment: str, model: str) -> Statistic | None:
-    return STATISTICS.get((experiment, model))
+def statistic(experiment: str, model: str, data: str | None = None) -> Statistic | None:
+    return STATISTICS.get((experiment, model, data or dataset(experiment)))
 
 
-def comparable(experiment: str, model: str) -> float | None:
+def comparable(experiment: str, model: str, data: str | None = None) -> float | None:
     """The published figure to set beside a mean over seeds: the source's mean where it gives one
     (He 2015's ResNet-110: 6.61, not the best run's 6.43), else the published error."""
-    stat = statistic(experiment, model)
-    return stat.mean if stat and stat.mean is not None else error(experiment, model)
+    stat = statistic(experiment, model, data)
+    return stat.mean if stat and stat.mean is not None else error(experiment, model, data)

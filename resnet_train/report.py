@@ -25,16 +25,18 @@ class Arm:
     model: str  # model label written by train(): resnet-110, preresnet-1001, wrn-28-10
 
     @property
-    def published(self) -> float | None:
-        return published.error(self.experiment, self.model)
+    def home(self) -> str:
+        """The data= option of the arm's recipe (published.dataset)."""
+        return published.dataset(self.experiment)
 
-    @property
-    def comparable(self) -> float | None:
-        return published.comparable(self.experiment, self.model)
+    def published(self, data: str) -> float | None:
+        return published.error(self.experiment, self.model, data)
 
-    @property
-    def statistic(self) -> published.Statistic | None:
-        return published.statistic(self.experiment, self.model)
+    def comparable(self, data: str) -> float | None:
+        return published.comparable(self.experiment, self.model, data)
+
+    def statistic(self, data: str) -> published.Statistic | None:
+        return published.statistic(self.experiment, self.model, data)
 
 
 @dataclass
@@ -133,6 +135,10 @@ class Runs:
     def only_on(self, data: str) -> bool:
         """Whether every run (that recorded its data= option) trained on `data`."""
         return not self.datasets - {data}
+
+    def data(self, default: str) -> str:
+        """The runs' data= option ("a, b" where they differ); `default` where none recorded it."""
+        return ", ".join(sorted(self.datasets)) or default
 
     @property
     def machine_seconds(self) -> float:
@@ -283,13 +289,18 @@ def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: 
     return lines + [""]
 
 
-def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> Runs | None:
-    """The arm's runs; where it ran with several configs, the first one's (by label) of those on
-    the published figure's data, if any ran there: the orderings and deltas are that data's."""
-    found = variants(runs, experiment, model)
-    own = [(label, r) for label, r in found if r.only_on(published.dataset(experiment))]
-    found = own or found
-    return found[0][1] if found else None
+def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str, data: str) -> Runs | None:
+    """The arm's runs on `data` (a run that did not record its data counts as on any); where it ran
+    there with several configs, the first one's by label."""
+    found = [r for _, r in variants(runs, experiment, model) if r.only_on(data)]
+    return found[0] if found else None
+
+
+def orderings_data(runs: dict[tuple[str, str], Runs]) -> str:
+    """The one data on which arms are set against each other (the orderings, He 2015 Fig. 6):
+    CIFAR-10, the papers', unless every run that recorded its data is on one other (the sample)."""
+    seen = {d for r in runs.values() for d in r.datasets}
+    return seen.pop() if len(seen) == 1 else "cifar10"
 
 
 def screening_fractions(folders: list[Path]) -> list[float]:
@@ -302,59 +313,58 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
+def _published_cell(arm: Arm, data: str) -> str:
+    """The published error on `data`, with what it is (a best or median of several runs) and, where
+    it is not the recipe's, the data it is on: "19.25 (median of 5, cifar100)"."""
+    notes = [str(stat) for stat in [arm.statistic(data)] if stat] + ([data] if data != arm.home else [])
+    return _fmt(arm.published(data)) + (f" ({', '.join(notes)})" if notes else "")
+
+
 def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_published: bool = True) -> list[str]:
-    """One row per arm (per config, where an arm ran with several); `beside_published=False`
-    (screening runs) leaves the published columns out, and so does a row of runs on other data
-    than the published figure's (published.dataset)."""
+    """One row per arm (per config, where an arm ran with several). Each row's deltas are taken
+    against the reference arm's runs on the row's data, and it stands beside the published figure
+    for that data (the cell names the data where it is not the recipe's); a row on data with no
+    figure gets none. `beside_published=False` (screening runs) leaves the published columns out."""
     ref = group.arms[0]
-    ref_runs = first_variant(runs, ref.experiment, ref.model)
     head = "| arm | model | n | test error % (mean ± std) | best epoch |"
     lines = [head + (" published % | our Δ vs ref | published Δ |" if beside_published else " our Δ vs ref |"),
              "|---|---|---|---|---|---|" + ("---|---|" if beside_published else "")]
     for arm in group.arms:
         for label, r in variants(runs, arm.experiment, arm.model) or [(arm.experiment, None)]:
+            on = r.data(arm.home) if r else arm.home
             ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
             best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
+            ref_runs = first_variant(runs, ref.experiment, ref.model, on)
             delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
-            if beside_published and r and not r.only_on(published.dataset(arm.experiment)):
-                row += f" – (runs on {', '.join(sorted(r.datasets))}) | {delta} | – |"
+            if beside_published and on != arm.home and arm.published(on) is None:
+                row += f" – (runs on {on}) | {delta} | – |"
             elif beside_published:
-                pub_delta = (arm.comparable - ref.comparable
-                             if arm.comparable is not None and ref.comparable is not None else None)
-                stat = f" ({arm.statistic})" if arm.statistic else ""
-                row += f" {_fmt(arm.published)}{stat} | {delta} | {_fmt(pub_delta, True)} |"
+                mine, theirs = arm.comparable(on), ref.comparable(on)
+                pub_delta = mine - theirs if mine is not None and theirs is not None else None
+                row += f" {_published_cell(arm, on)} | {delta} | {_fmt(pub_delta, True)} |"
             else:
                 row += f" {delta} |"
             lines.append(row)
     return lines
 
 
-def statistic_notes(group: Group) -> list[str]:
-    """Under a group's table: which published errors are more than one run's, and which figure
-    the published deltas use for them."""
+def statistic_notes(group: Group, runs: dict[tuple[str, str], Runs]) -> list[str]:
+    """Under a group's table: which published errors in it are more than one run's (on the
+    recipe's data, and on any other data a row ran on), and which figure the published deltas use."""
     notes = []
     for arm in group.arms:
-        stat = arm.statistic
-        if stat is None:
-            continue
-        spread = ("" if stat.mean is None else
-                  f"; their mean {stat.mean:.2f} ± {stat.std:.2f}, which the published Δ uses")
-        notes.append(f"- {arm.experiment}: {arm.published:.2f} is the {stat.kind} of {stat.runs} runs "
-                     f"({stat.source}){spread}.")
+        shown = {r.data(arm.home) for _, r in variants(runs, arm.experiment, arm.model)} - {arm.home}
+        for data in [arm.home, *sorted(shown)]:
+            stat = arm.statistic(data)
+            if stat is None:
+                continue
+            spread = ("" if stat.mean is None else
+                      f"; their mean {stat.mean:.2f} ± {stat.std:.2f}, which the published Δ uses")
+            on = "" if data == arm.home else f" on {data}"
+            notes.append(f"- {arm.experiment}{on}: {arm.published(data):.2f} is the {stat.kind} of {stat.runs} runs "
+                         f"({stat.source}){spread}.")
     return notes + [""] if notes else []
-
-
-def _mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
-    """The arm's mean test error (first_variant)."""
-    r = first_variant(runs, experiment, model)
-    return r.mean if r else None
-
-
-def _train_mean(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> float | None:
-    """The arm's mean final training error (first_variant)."""
-    r = first_variant(runs, experiment, model)
-    return statistics.fmean(r.train_errors) if r and r.train_errors else None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -363,20 +373,20 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
 
-def degradation_table(runs: dict[tuple[str, str], Runs]) -> list[str]:
+def degradation_table(runs: dict[tuple[str, str], Runs], data: str) -> list[str]:
     """He 2015 Fig. 6 as numbers: final training and test error by depth, plain beside ResNet."""
     lines = ["| depth | plain n | plain training error % | plain test error % | ResNet n | ResNet training error % "
              "| ResNet test error % |", "|---|---|---|---|---|---|---|"]
     for d in DEGRADATION_DEPTHS:
         row = f"| {d} |"
         for family in ("plain", "resnet"):
-            r = first_variant(runs, f"he2015/{family}{d}", f"{family}-{d}")
+            r = first_variant(runs, f"he2015/{family}{d}", f"{family}-{d}", data)
             row += f" {r.n} | {_mean_std(r.train_errors)} | {_mean_std(r.errors)} |" if r else " 0 | not run | – |"
         lines.append(row)
     return lines
 
 
-def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path) -> bool:
+def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path, data: str) -> bool:
     """He 2015 Fig. 6: error against iterations, one panel per family; dashed training error,
     bold test error, one colour per depth."""
     import matplotlib
@@ -388,7 +398,7 @@ def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path) -> bool:
     drawn = False
     for ax, family, name in zip(axes, ("plain", "resnet"), ("plain", "ResNet"), strict=True):
         for color, d in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], DEGRADATION_DEPTHS, strict=False):
-            r = first_variant(runs, f"he2015/{family}{d}", f"{family}-{d}")
+            r = first_variant(runs, f"he2015/{family}{d}", f"{family}-{d}", data)
             if r is None:
                 continue
             steps, train = r.mean_curve("step", "train_err")
@@ -409,26 +419,36 @@ def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path) -> bool:
 
 
 def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
-    """The orderings the papers report, checked on our means: agrees, DISAGREES or not run."""
+    """The orderings the papers report, checked on our means on one data (orderings_data): agrees,
+    DISAGREES or not run."""
+    data = orderings_data(runs)
+
+    def mean(experiment: str, model: str) -> float | None:
+        r = first_variant(runs, experiment, model, data)
+        return r.mean if r else None
+
+    def train_mean(experiment: str, model: str) -> float | None:
+        r = first_variant(runs, experiment, model, data)
+        return statistics.fmean(r.train_errors) if r and r.train_errors else None
 
     def verdict(name: str, values: list[float | None], test) -> str:
         if any(v is None for v in values):
             return f"- {name}: not run yet"
         return f"- {name}: {'agrees' if test(*values) else 'DISAGREES'} ({', '.join(f'{v:.2f}' for v in values)})"
 
-    depth = [_mean(runs, f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
-    blog = [_mean(runs, f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
-    optim = [_mean(runs, f"blog/{n}", "resnet-110") for n in ("original", "rmsprop", "adadelta", "adagrad")]
-    units = [_mean(runs, f"identity_mappings/{n}", "resnet-164")
+    depth = [mean(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
+    blog = [mean(f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
+    optim = [mean(f"blog/{n}", "resnet-110") for n in ("original", "rmsprop", "adadelta", "adagrad")]
+    units = [mean(f"identity_mappings/{n}", "resnet-164")
              for n in ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")]
     others = [r.mean for (exp, _), r in runs.items()
-              if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-"]
-    wrn = [_mean(runs, "wrn/wrn_28_10", "wrn-28-10")]
-    speed = [_mean(runs, f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
-    plain_train = [_train_mean(runs, f"he2015/plain{d}", f"plain-{d}") for d in DEGRADATION_DEPTHS]
-    resnet_train = [_train_mean(runs, f"he2015/resnet{d}", f"resnet-{d}") for d in DEGRADATION_DEPTHS]
+              if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-" and r.only_on(data)]
+    wrn = [mean("wrn/wrn_28_10", "wrn-28-10")]
+    speed = [mean(f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
+    plain_train = [train_mean(f"he2015/plain{d}", f"plain-{d}") for d in DEGRADATION_DEPTHS]
+    resnet_train = [train_mean(f"he2015/resnet{d}", f"resnet-{d}") for d in DEGRADATION_DEPTHS]
     depths = " → ".join(map(str, DEGRADATION_DEPTHS))
-    return [
+    return [*([f"On the runs on {data} (none on CIFAR-10, the papers' data):", ""] if data != "cifar10" else []),
         verdict(f"He 2015 Fig. 6, plain nets: the final training error rises with depth {depths}", plain_train,
                 lambda *e: all(a < b for a, b in zip(e, e[1:], strict=False))),
         verdict(f"He 2015 Fig. 6, ResNets: the final training error falls with depth {depths}", resnet_train,
@@ -495,9 +515,9 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
            responses: dict[tuple[str, str], list[list[float]]] | None = None) -> str:
     lines = ["# Reproduction results", "", *([note, ""] if note else []),
              "Each row: the mean final test error over seeds (n runs), the mean epoch of the lowest test error, "
-             "the published CIFAR-10 error (a best or median of several runs where the source says so), and both "
-             "deltas to the group's first arm. Written by "
-             "`resnet-train-report`.", ""]
+             "the published error on the row's data (CIFAR-10 unless the cell names other data; a best or median of "
+             "several runs where the source says so), and both deltas to the group's first arm on that data. "
+             "Written by `resnet-train-report`.", ""]
     not_run = []
     for group in GROUPS:
         have = [a for a in group.arms if variants(runs, a.experiment, a.model)]
@@ -507,11 +527,12 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
         plot = out.parent / "plots" / f"{_slug(group.title)}.png"
         if group.kind == "degradation":
             lines += [f"## {group.title}", "", f"Source: {group.source}. Final training error: the last epoch's, "
-                      "over its augmented batches, as the paper's curves show it.", "", *degradation_table(runs), ""]
-            drawn = plot_degradation(runs, plot)
+                      "over its augmented batches, as the paper's curves show it.", "",
+                      *degradation_table(runs, orderings_data(runs)), ""]
+            drawn = plot_degradation(runs, plot, orderings_data(runs))
         else:
             lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), "",
-                      *statistic_notes(group)]
+                      *statistic_notes(group, runs)]
             drawn = plot_group(group, runs, plot)
         if drawn:
             lines += [f"![{group.title}](plots/{plot.name})", ""]

@@ -22,6 +22,16 @@ def test_every_source_has_its_arms():
     assert {arm.experiment for group in GROUPS for arm in group.arms} == set(EXPERIMENTS)  # the report knows each
 
 
+def test_every_published_figure_names_an_arm_and_every_statistic_a_figure(compose):
+    for data, table in published.ERRORS.items():
+        assert {e for e, _ in table} <= set(EXPERIMENTS), data
+    for experiment, model, data in published.STATISTICS:
+        assert published.error(experiment, model, data) is not None
+    # The CIFAR-100 figures are of each arm's own network (its recipe run with data=cifar100).
+    for experiment, model in published.CIFAR100:
+        assert OmegaConf.to_object(compose(f"experiment={experiment}", "data=cifar100")).model.label == model
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_cites_and_trains_tiny(compose, name, tmp_path):

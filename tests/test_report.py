@@ -152,15 +152,46 @@ def fake_run_on(folder, experiment, err, data, **data_keys):
     (folder / "summary.json").write_text(json.dumps(summary))
 
 
-def test_published_figures_stand_only_beside_runs_on_their_data(tmp_path):
-    """WRN-28-10's 4.00 is CIFAR-10's: a run of its recipe on CIFAR-100 or on the shipped sample gets none."""
-    for n, data in enumerate(["cifar10", "cifar100", "cifar10_sample"]):
-        fake_run_on(tmp_path / "runs" / str(n), "wrn/wrn_28_10", 5.0 + n, data)
+def test_published_figures_stand_beside_runs_on_their_data(tmp_path):
+    """WRN-28-10's published errors are 4.00 on CIFAR-10 and 19.25 on CIFAR-100: each row stands
+    beside its own data's figure, and its deltas are taken against the reference arm's runs on that
+    data; a run on the shipped sample gets no figure."""
+    for n, (arm, data, err) in enumerate([("wrn/wrn_28_10", "cifar10", 5.0), ("wrn/wrn_28_10", "cifar100", 20.0),
+                                          ("wrn/wrn_28_10", "cifar10_sample", 7.0),
+                                          ("wrn/wrn_28_10_dropout", "cifar100", 19.0)]):
+        fake_run_on(tmp_path / "runs" / str(n), arm, err, data)
     text = report_of(tmp_path / "runs")
-    assert "| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 ± 0.00 | 3 | 4.00 (median of 5) |" in text
-    assert "| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 6.00 ± 0.00 | 3 | – (runs on cifar100) |" in text
+    assert ("| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 ± 0.00 | 3 | 4.00 (median of 5) | +0.00 "
+            "| +0.00 |") in text
+    assert ("| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 20.00 ± 0.00 | 3 | 19.25 (median of 5, cifar100) "
+            "| +0.00 | +0.00 |") in text
+    assert ("| wrn/wrn_28_10_dropout | wrn-28-10 | 1 | 19.00 ± 0.00 | 3 | 18.85 (median of 5, cifar100) | -1.00 "
+            "| -0.40 |") in text
     assert ("| wrn/wrn_28_10 [data.name=cifar10_sample] | wrn-28-10 | 1 | 7.00 ± 0.00 | 3 | "
-            "– (runs on cifar10_sample) |") in text
+            "– (runs on cifar10_sample) | +0.00 | – |") in text
+    assert "- wrn/wrn_28_10 on cifar100: 19.25 is the median of 5 runs (szagoruyko/wide-residual-networks" in text
+    assert "- wrn/wrn_28_10_dropout: 3.89 is the median of 5 runs" in text  # its CIFAR-10 figure, though not run
+
+
+def test_orderings_set_arms_against_each_other_on_one_data(tmp_path):
+    """A CIFAR-100 run never enters the CIFAR-10 orderings, and an arm run only on CIFAR-100 is not
+    run there; where every run is on one other data (the sample), the orderings are checked there."""
+    def check(runs):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        for n, (arm, model, data, err) in enumerate(runs):
+            fake_run(folder / "runs" / str(n), arm, model, 0, err)
+            summary = folder / "runs" / str(n) / "summary.json"
+            summary.write_text(json.dumps({**json.loads(summary.read_text()), "data": data}))
+        return report_of(folder / "runs")
+
+    wrn, blog, bn = ("wrn/wrn_28_10", "wrn-28-10"), ("blog/original", "resnet-110"), ("blog/bn_after_add", "resnet-110")
+    best = "- WRN-28-10 is best of all CIFAR-10 ablation runs"
+    text = check([(*wrn, "cifar10", 5.0), (*blog, "cifar10", 7.0), (*bn, "cifar100", 3.0)])
+    assert f"{best}: agrees (5.00, 7.00)" in text
+    assert f"{best}: not run yet" in check([(*wrn, "cifar100", 15.0), (*blog, "cifar10", 7.0)])
+    text = check([(*wrn, "cifar10_sample", 5.0), (*blog, "cifar10_sample", 7.0)])
+    assert "## Expected orderings\n\nOn the runs on cifar10_sample (none on CIFAR-10, the papers' data):" in text
+    assert f"{best}: agrees (5.00, 7.00)" in text
 
 
 def test_deltas_are_taken_on_the_published_figures_data(tmp_path):
