@@ -55,16 +55,19 @@ CIFAR10: dict[tuple[str, str], float] = {
     ("wrn/wrn_28_10_dropout", "wrn-28-10"): 3.89,
     ("wrn/wrn_16_8", "wrn-16-8"): 4.27,
     ("wrn/wrn_40_4", "wrn-40-4"): 4.53,
+    # The WRN code's README, one run (szagoruyko/wide-residual-networks@ae6d0d0:README.md:46-51).
+    ("wrn/wrn_40_10_dropout", "wrn-40-10"): 3.8,
 }
 
-# The same arms on CIFAR-100, where a reference's README gives the figure: the WRN code's table
+# The same arms on CIFAR-100, where a reference's README gives the figure: the WRN code's tables
 # (szagoruyko/wide-residual-networks@ae6d0d0:README.md:37-44, which quotes the pre-activation rows
-# from Identity Mappings Table 3). The other CIFAR-100 figures are in the papers' tables only.
+# from Identity Mappings Table 3, and 46-51). The other CIFAR-100 figures are in the papers' tables only.
 CIFAR100: dict[tuple[str, str], float] = {
     ("identity_mappings/full_preact", "resnet-164"): 24.33,
     ("identity_mappings/preresnet1001", "preresnet-1001"): 22.71,
     ("wrn/wrn_28_10", "wrn-28-10"): 19.25,
     ("wrn/wrn_28_10_dropout", "wrn-28-10"): 18.85,
+    ("wrn/wrn_40_10_dropout", "wrn-40-10"): 18.3,  # README.md:46-51, one run
 }
 
 # fb.resnet.torch README, single-crop top-1 error, percent.

@@ -73,6 +73,8 @@ def test_experiment_composes_cites_and_trains_tiny(compose, name, tmp_path):
     ("wrn/wrn_28_10_dropout", {"model.dropout": 0.3, "optim.weight_decay": 5e-4, "sched.gamma": 0.2,
                                "sched.milestones": [59, 119, 159], "train.epochs": 200, "data.pad_mode": "reflect",
                                "model.init": "wrn"}),
+    ("wrn/wrn_40_10_dropout", {"model.depth": 40, "model.widen_factor": 10, "model.dropout": 0.3,
+                               "sched.milestones": [59, 119, 159], "train.epochs": 200, "model.init": "wrn"}),
 ])
 def test_experiment_recipes_match_the_papers(compose, name, checks):
     cfg = compose(f"experiment={name}")

@@ -49,7 +49,8 @@ def test_fb_resnet_torch_cifar_lr_by_epoch(compose):
             assert our_lr(cfg, k, steps) == pytest.approx(fb(epoch)), epoch
 
 
-@pytest.mark.parametrize("arm", ["wrn/wrn_28_10", "wrn/wrn_28_10_dropout", "wrn/wrn_16_8", "wrn/wrn_40_4"])
+@pytest.mark.parametrize("arm", ["wrn/wrn_28_10", "wrn/wrn_28_10_dropout", "wrn/wrn_16_8", "wrn/wrn_40_4",
+                                 "wrn/wrn_40_10_dropout"])
 def test_wrn_lr_by_epoch_is_train_lua(compose, arm):
     cfg = compose(f"experiment={arm}")
     steps = 391
