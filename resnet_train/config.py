@@ -93,6 +93,9 @@ class DataConfig:
     color_jitter: float = 0.0  # imagenet augmentation: brightness, contrast and saturation strength
     lighting: float = 0.0  # imagenet augmentation: std of AlexNet's PCA lighting noise
     val_size: int = 0  # training images held out as validation (He 2015 used 5000)
+    # SVHN only: train on train_32x32.mat and extra_32x32.mat together (73,257 + 531,131 images), the
+    # usual SVHN protocol; false trains on train_32x32.mat alone.
+    extra: bool = False
     num_workers: int = 2
     # Keep an in-memory dataset on the device as uint8 and augment it there per batch; null: on
     # CUDA (the fast path), off on CPU (the plain per-image torchvision path, the reference).
@@ -264,6 +267,9 @@ def validate(cfg: Config) -> None:
         if getattr(d, key) is not None:
             _positive(f"data.{key}", getattr(d, key))
     _non_negative("data.val_size", d.val_size)
+    if d.extra and d.name != "svhn":
+        raise ValueError(f"data.extra=true adds SVHN's extra images, but data.name={d.name}; use data=svhn, "
+                         f"or leave data.extra=false")
     _non_negative("data.num_workers", d.num_workers)
     t = cfg.train
     if (t.epochs is None) == (t.iterations is None):

@@ -150,7 +150,8 @@ def _missing(what: str, path: Path, can_download: bool) -> DataError:
     return DataError(f"{what} not found at {path}: {fixes}")
 
 
-def _download(name: str, root: Path) -> None:
+def _download(name: str, root: Path, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """Fetches a dataset through torchvision: CIFAR whole, SVHN's `splits`."""
     import torchvision.datasets as tvd
 
     cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)
@@ -158,7 +159,7 @@ def _download(name: str, root: Path) -> None:
         if cls is not None:
             cls(str(root), train=True, download=True)
         else:  # svhn
-            for split in ("train", "test"):
+            for split in splits:
                 tvd.SVHN(str(root), split=split, download=True)
     except Exception as exc:  # torchvision raises URLError, OSError or RuntimeError
         raise DataError(f"could not download {name} to {root} ({type(exc).__name__}: {exc}); without a network, "
@@ -199,10 +200,12 @@ def read_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split]:
     return load(train_files), load(test_files)
 
 
-def read_svhn(root: Path, download: bool) -> tuple[Split, Split]:
-    files = {"train": root / "train_32x32.mat", "test": root / "test_32x32.mat"}
+def read_svhn(root: Path, download: bool, extra: bool = False) -> tuple[Split, Split]:
+    """SVHN's test set, and its training set (with `extra`, train and extra together)."""
+    splits = ("train", "test", "extra") if extra else ("train", "test")
+    files = {split: root / f"{split}_32x32.mat" for split in splits}
     if download and not all(p.exists() for p in files.values()):
-        _download("svhn", root)
+        _download("svhn", root, splits)
     try:
         from scipy.io import loadmat
     except ImportError as exc:
@@ -220,7 +223,11 @@ def read_svhn(root: Path, download: bool) -> tuple[Split, Split]:
         labels[labels == 10] = 0  # SVHN stores the digit 0 as label 10
         return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
-    return load(files["train"]), load(files["test"])
+    train = load(files["train"])
+    if extra:
+        more = load(files["extra"])
+        train = Split(torch.cat([train.images, more.images]), torch.cat([train.labels, more.labels]))
+    return train, load(files["test"])
 
 
 def read_sample() -> tuple[Split, Split]:
@@ -397,7 +404,7 @@ def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, offsets: tor
 
 
 class DeviceBatches:
-    """Batches cut from uint8 images held on the device (CIFAR, SVHN: 150 MB at most), converted,
+    """Batches cut from uint8 images held on the device (CIFAR: 150 MB; SVHN with its extra images: 1.9 GB), converted,
     normalised and augmented there per batch (in the order train_transform uses): no loader
     workers and no host copies per step. The order comes from the same EpochSampler as the loader
     path; the augmentation of global batch k of an epoch from a generator seeded by (seed, epoch,
@@ -508,7 +515,7 @@ def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
     if cfg.name in _CIFAR:
         train, test = read_cifar(cfg.name, root, cfg.download)
     elif cfg.name == "svhn":
-        train, test = read_svhn(root, cfg.download)
+        train, test = read_svhn(root, cfg.download, cfg.extra)
     elif cfg.name == "cifar10_sample":
         train, test = read_sample()
     elif cfg.name == "synthetic":

@@ -92,6 +92,7 @@ BAD_VALUES = [
     (["train.screening=0"], "train.screening is a fraction"),
     (["train.screening=1.5"], "train.screening is a fraction"),
     (["train.screening=-0.25"], "train.screening is a fraction"),
+    (["data.extra=true"], "data.extra=true adds SVHN's extra images, but data.name=cifar10; use data=svhn"),
 ]
 
 

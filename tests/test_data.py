@@ -46,17 +46,36 @@ def test_reads_cifar100_fine_labels(tmp_path):
     assert len(ds.train) == 8 and ds.num_classes == 100
 
 
-def test_reads_svhn_mat_files_and_maps_label_10_to_0(tmp_path):
+def write_svhn(root, sizes=(("train", 12), ("test", 5))):
+    """SVHN's .mat files (32x32x3xN images, labels 1..10 with 10 for the digit 0); returns the images."""
     from scipy.io import savemat
 
     rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("test", 5)):
+    images = {}
+    for split, n in sizes:
         y = np.array([[10]] + [[int(v)] for v in rng.integers(1, 11, n - 1)], dtype=np.uint8)
-        savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": y})
+        images[split] = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        savemat(root / f"{split}_32x32.mat", {"X": images[split], "y": y})
+    return images
+
+
+def test_reads_svhn_mat_files_and_maps_label_10_to_0(tmp_path):
+    write_svhn(tmp_path)
     ds = build_datasets(DataConfig(name="svhn", root=str(tmp_path), augment="none"), seed=0)
     assert len(ds.train) == 12 and len(ds.evals["test"]) == 5
     labels = ds.train.base.split.labels
     assert labels[0] == 0 and labels.max() <= 9
+
+
+def test_svhn_extra_joins_the_training_set(tmp_path):
+    images = write_svhn(tmp_path, (("train", 12), ("test", 5), ("extra", 7)))
+    ds = build_datasets(DataConfig(name="svhn", root=str(tmp_path), augment="none", extra=True), seed=0)
+    split = ds.train.base.split
+    assert len(ds.train) == 19 and len(ds.evals["test"]) == 5 and split.labels[12] == 0  # extra's first: digit 0
+    assert torch.equal(split.images[12], torch.from_numpy(images["extra"][..., 0].transpose(2, 0, 1)))
+    (tmp_path / "extra_32x32.mat").unlink()
+    with pytest.raises(DataError, match="SVHN file extra_32x32.mat not found .* data.download=true"):
+        build_datasets(DataConfig(name="svhn", root=str(tmp_path), augment="none", extra=True), seed=0)
 
 
 def test_reads_image_folder_with_imagenet_transforms(tmp_path):
