@@ -51,10 +51,6 @@ class TrainState:
         """Every leg so far, this process's up to now."""
         return self.legs + ([[self.leg_started, time.time()]] if self.leg_started is not None else [])
 
-    def wall_time(self) -> float:
-        """Seconds of wall time over every leg of the run so far."""
-        return sum(end - start for start, end in self.all_legs())
-
     def to_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rngs: list[dict],
                       config: dict[str, Any]) -> dict[str, Any]:
         """`rngs`: each rank's RNG state (rng_state), so a resumed DDP run continues each rank's

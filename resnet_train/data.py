@@ -404,12 +404,12 @@ def random_crop_flip(images: torch.Tensor, pad: int, pad_mode: str, offsets: tor
 
 
 class DeviceBatches:
-    """Batches cut from uint8 images held on the device (CIFAR: 150 MB; SVHN with its extra images: 1.9 GB), converted,
-    normalised and augmented there per batch (in the order train_transform uses): no loader
-    workers and no host copies per step. The order comes from the same EpochSampler as the loader
-    path; the augmentation of global batch k of an epoch from a generator seeded by (seed, epoch,
-    k), of which each DDP process takes its own share, so a resumed or distributed run matches a
-    single uninterrupted one."""
+    """Batches cut from uint8 images held on the device (CIFAR: 150 MB; SVHN with its extra images:
+    1.9 GB), converted, normalised and augmented there per batch (in the order train_transform
+    uses): no loader workers and no host copies per step. The order comes from the same
+    EpochSampler as the loader path; the augmentation of global batch k of an epoch from a
+    generator seeded by (seed, epoch, k), of which each DDP process takes its own share, so a
+    resumed or distributed run matches a single uninterrupted one."""
 
     def __init__(self, split: Split, cfg: DataConfig, batch_size: int, device: torch.device, *,
                  sampler: EpochSampler | None = None, seed: int = 0, norm: Normalization | None = None,

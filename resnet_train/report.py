@@ -527,10 +527,11 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
             continue
         plot = out.parent / "plots" / f"{_slug(group.title)}.png"
         if group.kind == "degradation":
+            data = orderings_data(runs)
             lines += [f"## {group.title}", "", f"Source: {group.source}. Final training error: the last epoch's, "
                       "over its augmented batches, as the paper's curves show it.", "",
-                      *degradation_table(runs, orderings_data(runs)), ""]
-            drawn = plot_degradation(runs, plot, orderings_data(runs))
+                      *degradation_table(runs, data), ""]
+            drawn = plot_degradation(runs, plot, data)
         else:
             lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), "",
                       *statistic_notes(group, runs)]

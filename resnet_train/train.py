@@ -389,6 +389,7 @@ def _finish(run: Run, state: TrainState, members: int) -> dict[str, Any]:
     """Writes summary.json and the HParams entry; returns the summary. `members`: the networks
     this process trained side by side (seeds=K), sharing its wall time."""
     cfg, final = run.cfg, (state.history[-1] if state.history else {})
+    legs = state.all_legs()
     summary = {
         "status": "completed",
         "overrides": run.overrides,
@@ -404,8 +405,8 @@ def _finish(run: Run, state: TrainState, members: int) -> dict[str, Any]:
         "best_test_err": state.best.get("test_err"),
         "best_epoch": state.best["epoch"],
         "best_on": run.select,
-        "wall_time_s": state.wall_time(),  # every leg of a resumed run
-        "legs": state.all_legs(),  # [start, end] of each, Unix seconds
+        "wall_time_s": sum(end - start for start, end in legs),  # every leg of a resumed run
+        "legs": legs,  # [start, end] of each, Unix seconds
         "img_per_s": state.train_images / state.train_seconds if state.train_seconds else None,
         "device_name": run.device_name,
         "world_size": run.dist.world,
