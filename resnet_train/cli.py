@@ -100,6 +100,17 @@ def config_context():
     return initialize_config_dir(source, version_base="1.3")
 
 
+def composed(overrides: list[str]) -> Config:
+    """The checked config that a command line with these overrides starts from (the report uses it
+    to hold a run's config against its recipe's)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with config_context():
+        return checked_config(compose(config_name="config", overrides=overrides))
+
+
 def group_options(group: str) -> list[str]:
     """The options of one of our config groups (model, experiment, ...), nested ones as blog/original."""
     source = config_source()

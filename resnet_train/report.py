@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class Runs:
     img_rates: list[float] = field(default_factory=list)  # each run's training images per second
     devices: set[str] = field(default_factory=set)  # where each run's last leg ran
     datasets: set[str] = field(default_factory=set)  # the runs' data= options (summaries before it: none)
+    departures: dict = field(default_factory=dict)  # keys in which the runs' config differs from the recipe's
 
     def add(self, summary: dict, metrics: Path) -> None:
         self.errors.append(summary["final_test_err"])
@@ -184,22 +186,81 @@ NOT_THE_ARM = ("seed", "mode", "device", "ckpt", "resume", "data.root", "data.do
                "train.progress", "train.eval_every", "train.keep_last", "train.eval_batch_size")
 
 
+# Keys that say how a run ran, not what it trained: a run may set them and still be its recipe.
+# The fast path (bf16, channels_last, CUDA graphs, data on the GPU) must reach the plain path's
+# error (the speed/ arms check it), so it stands beside the published figures too.
+HOW_IT_RAN = (*NOT_THE_ARM, "seeds", "experiment", "train.screening", "train.amp", "train.channels_last",
+              "train.compile", "train.cuda_graphs", "data.on_gpu", "train.grad_norm_every", "train.grad_norm_by")
+# The command line's choices that a published figure is keyed on: the arm, the network, the data.
+RECIPE_AXES = ("experiment", "model", "data")
+
+
 def _arm_config(summary: dict) -> dict:
     """What the run trained: its config without NOT_THE_ARM (empty for summaries that predate it)."""
     return {k: v for k, v in flatten(summary.get("config") or {}).items() if k not in NOT_THE_ARM}
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
+class Recipes:
+    """Each run's departures from its recipe: the keys in which its config differs from the one its
+    experiment file composes to for the run's model and data (and screening length). A published
+    figure stands beside a run only where there are none."""
+
+    def __init__(self):
+        self._configs: dict[tuple[str, ...], dict | None] = {}
+
+    def config(self, axes: tuple[str, ...], screening: float) -> dict | None:
+        key = (*axes, f"train.screening={screening}")
+        if key not in self._configs:
+            from dataclasses import asdict
+
+            from hydra.errors import HydraException
+
+            from .cli import composed
+            from .config import screened
+            try:
+                self._configs[key] = flatten(asdict(screened(composed(list(key)))))
+            except (HydraException, ValueError):  # an experiment file since removed or renamed
+                self._configs[key] = None
+        return self._configs[key]
+
+    def departures(self, summary: dict) -> dict:
+        overrides, config = summary.get("overrides"), summary.get("config")
+        if not summary.get("experiment") or overrides is None or not config:
+            return {}  # no recipe, or a summary that does not record the command line
+        axes = tuple(o for o in overrides if o.partition("=")[0] in RECIPE_AXES)
+        recipe = self.config(axes, summary.get("screening", 1.0))
+        if recipe is None:
+            return {"experiment": f"{summary['experiment']} (no such experiment file now)"}
+        ours = flatten(config)
+        return {k: v for k, v in sorted(ours.items())
+                if k in recipe and k not in HOW_IT_RAN and not _same(v, recipe[k])}
+
+
+def _label(values: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+
 def _variant_labels(configs: list[dict]) -> list[str]:
     """For the configs of one (experiment, model): the values of the keys in which they differ."""
     keys = sorted({k for c in configs for k in c if len({json.dumps(d.get(k)) for d in configs}) > 1})
-    return [",".join(f"{k}={c.get(k)}" for k in keys) for c in configs]
+    return [_label({k: c.get(k) for k in keys}) for c in configs]
 
 
-def collect(folders: list[Path], screening: float = 1.0) -> dict[tuple[str, str], Runs]:
+def collect(folders: list[Path], screening: float = 1.0, recipes: Recipes | None = None) -> dict[tuple[str, str], Runs]:
     """The finished runs of each arm at one length: full recipes (1.0), or screening runs at that
     fraction of the recipe (train.screening). An arm is an (experiment, model) whose runs differ
     only in the seed (and NOT_THE_ARM); where one (experiment, model) holds several configs, each
-    is its own arm, its experiment suffixed with the differing values: "blog/original [optim.name=adam]"."""
+    is its own arm, its experiment suffixed with the differing values: "blog/original [optim.name=adam]".
+    A lone config that departs from its recipe is suffixed with its departures."""
+    recipes = recipes or Recipes()
     by_name: dict[tuple[str, str], dict[str, list]] = {}
     for summary_path, summary in finished_runs(folders):
         if summary.get("final_test_err") is None or summary.get("screening", 1.0) != screening:
@@ -209,9 +270,11 @@ def collect(folders: list[Path], screening: float = 1.0) -> dict[tuple[str, str]
         variants.setdefault(json.dumps(config, sort_keys=True), []).append((summary_path, summary))
     runs: dict[tuple[str, str], Runs] = {}
     for (experiment, model), variants in by_name.items():
-        labels = _variant_labels([json.loads(c) for c in variants]) if len(variants) > 1 else [""]
-        for label, members in zip(labels, variants.values(), strict=True):
+        departures = [recipes.departures(members[0][1]) for members in variants.values()]
+        labels = _variant_labels([json.loads(c) for c in variants]) if len(variants) > 1 else [_label(departures[0])]
+        for label, members, departed in zip(labels, variants.values(), departures, strict=True):
             arm = runs.setdefault((f"{experiment} [{label}]" if label else experiment, model), Runs())
+            arm.departures = departed
             for summary_path, summary in members:
                 arm.add(summary, summary_path.parent / "metrics.jsonl")
     return runs
@@ -291,9 +354,9 @@ def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: 
 
 
 def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str, data: str) -> Runs | None:
-    """The arm's runs on `data` (a run that did not record its data counts as on any); where it ran
-    there with several configs, the first one's by label."""
-    found = [r for _, r in variants(runs, experiment, model) if r.only_on(data)]
+    """The arm's runs of its recipe on `data` (a run that did not record its data counts as on any);
+    where it ran there with several configs of the recipe, the first one's by label."""
+    found = [r for _, r in variants(runs, experiment, model) if r.only_on(data) and not r.departures]
     return found[0] if found else None
 
 
@@ -338,7 +401,9 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
             ref_runs = first_variant(runs, ref.experiment, ref.model, on)
             delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
-            if beside_published and on != arm.home and arm.published(on) is None:
+            if beside_published and r and r.departures:
+                row += f" – (not the recipe: {', '.join(r.departures)}) | {delta} | – |"
+            elif beside_published and on != arm.home and arm.published(on) is None:
                 row += f" – (runs on {on}) | {delta} | – |"
             elif beside_published:
                 mine, theirs = arm.comparable(on), ref.comparable(on)
@@ -443,7 +508,8 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     units = [mean(f"identity_mappings/{n}", "resnet-164")
              for n in ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")]
     others = [r.mean for (exp, _), r in runs.items()
-              if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-" and r.only_on(data)]
+              if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-" and r.only_on(data)
+              and not r.departures]
     wrn = [mean("wrn/wrn_28_10", "wrn-28-10")]
     speed = [mean(f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
     plain_train = [train_mean(f"he2015/plain{d}", f"plain-{d}") for d in DEGRADATION_DEPTHS]
@@ -618,8 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f for f in args.folders if not f.exists()]
     if missing:
         parser.error(f"no such folder: {', '.join(map(str, missing))}")
-    runs = collect(args.folders)
-    screens = {f: collect(args.folders, f) for f in screening_fractions(args.folders)}
+    recipes = Recipes()
+    runs = collect(args.folders, recipes=recipes)
+    screens = {f: collect(args.folders, f, recipes) for f in screening_fractions(args.folders)}
     if args.copy_to:
         print(f"copied {_count(copy_results(args.folders, args.copy_to), 'run')} to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -369,3 +369,43 @@ def test_docs_results_is_the_report_of_results_folder(tmp_path):
     main([str(ROOT / "results"), "--out", str(tmp_path / "results.md"), "--note", note])
     assert (tmp_path / "results.md").read_text() == committed, (
         "stale: resnet-train-report results --out docs/results.md --note NOTE")
+
+
+def fake_recipe_run(folder, seed, err, *overrides):
+    """A finished run as `resnet-train *overrides` writes it: its command line and its whole config."""
+    from dataclasses import asdict
+
+    from resnet_train.cli import composed
+    from resnet_train.config import screened
+
+    cfg = screened(composed(list(overrides)))
+    fake_run(folder, cfg.experiment, cfg.model.label, seed, err)
+    summary = {**json.loads((folder / "summary.json").read_text()), "overrides": list(overrides),
+               "data": cfg.data.name, "screening": cfg.train.screening, "config": asdict(cfg)}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tmp_path):
+    """RMSprop at LR 1e-3 is not the blog's RMSprop arm (1e-2, 7.68): its row names what departs and
+    gets no published figure, and the orderings leave it out. How a run ran (CUDA graphs, bf16, the
+    seed) and a value set to the recipe's own are no departure; model= and data= choose the figure."""
+    runs = [(0, 9.0, "experiment=blog/rmsprop", "optim.lr=0.001"),
+            (0, 8.0, "experiment=blog/original", "train.cuda_graphs=true", "train.amp=false"),
+            (1, 8.5, "experiment=blog/original", "seed=1"),
+            (0, 9.5, "experiment=blog/adadelta", "optim.rho=0.3", "data.num_workers=0"),
+            (0, 9.9, "experiment=blog/original", "model=resnet20"), (0, 12.0, "experiment=blog/adagrad"),
+            (0, 20.0, "experiment=blog/original", "train.screening=0.25")]
+    for n, (seed, err, *overrides) in enumerate(runs):
+        fake_recipe_run(tmp_path / "runs" / str(n), seed, err, *overrides)
+    text = report_of(tmp_path / "runs")
+    assert ("| blog/rmsprop [optim.lr=0.001] | resnet-110 | 1 | 9.00 ± 0.00 | 3 | – (not the recipe: optim.lr) "
+            "| +1.00 | – |") in text
+    assert ("| blog/original [train.amp=False,train.cuda_graphs=True] | resnet-110 | 1 | 8.00 ± 0.00 | 3 | 6.97 "
+            "| +0.00 | +0.00 |") in text
+    assert ("| blog/original [train.amp=True,train.cuda_graphs=False] | resnet-110 | 1 | 8.50 ± 0.00 | 3 | 6.97 "
+            "| +0.50 | +0.00 |") in text
+    assert "| blog/adadelta | resnet-110 | 1 | 9.50 ± 0.00 | 3 | 8.88 | +1.50 | +1.91 |" in text
+    assert "| blog/original | resnet-20 | 1 | 9.90 ± 0.00 | 3 | 8.29 |" in text
+    assert "SGD < RMSprop < Adadelta < Adagrad, Adagrad worst by at least 2 points: not run yet" in text
+    # A screening run is held against its recipe at the same length.
+    assert "| blog/original | resnet-110 | 1 | 20.00 ± 0.00 | 3 | +0.00 |" in text.split("## Screening runs")[1]
