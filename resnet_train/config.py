@@ -281,6 +281,9 @@ def validate(cfg: Config) -> None:
     if t.cuda_graphs and t.compile in ("reduce-overhead", "max-autotune"):
         raise ValueError(f"train.cuda_graphs=true and train.compile={t.compile} both capture CUDA graphs, one inside "
                          f"the other; choose one (e.g. train.compile=default with train.cuda_graphs=true)")
+    if t.cuda_graphs and cfg.model.bn_momentum is None:
+        raise ValueError("model.bn_momentum=null (BN statistics averaged over each epoch) weighs each batch by a count "
+                         "read on the host, which a captured CUDA graph cannot do; set train.cuda_graphs=false")
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.eval_every", t.eval_every)
     _non_negative("train.keep_last", t.keep_last)

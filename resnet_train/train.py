@@ -33,7 +33,7 @@ from .distributed import AgreedStop, Dist, resolve_device
 from .engine import EpochTotals, GraphedTrainStep, TrainStep, evaluate, train_epoch
 from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger, flatten
-from .models import ResNet, build_model
+from .models import ResNet, build_model, restart_bn_averages
 from .models.summary import count_params
 from .optim import build_optimizer, drops_at, lr_at
 from .resume import check_resume_config, checkpoint_to_resume, finished_summary, resume_command
@@ -217,6 +217,8 @@ def train_one_epoch(runs: list[Run], states: list[TrainState], step_fn: TrainSte
     run, state = runs[0], states[0]
     for member, member_state in zip(runs, states, strict=True):
         member.sampler.set_epoch(member_state.epoch, start=member_state.partial.steps * run.cfg.train.batch_size)
+    if state.partial.steps == 0:  # a resumed partial epoch goes on with its average (the count is in last.pt)
+        restart_bn_averages(step_fn.model)
     batches = run.train_loader if len(runs) == 1 else kwide.MemberBatches([r.train_loader for r in runs])
     epoch_start = state.step - state.partial.steps
     totals, stopped = train_epoch(step_fn, batches, lr_fn=run.lr_fn, step=state.step, max_steps=run.total_steps,

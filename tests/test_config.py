@@ -85,6 +85,10 @@ BAD_VALUES = [
     (["device=tpu"], "device='tpu' is not valid"),
     (["sched.milestones=[123,82]"], "milestones must be increasing"),
     (["train.cuda_graphs=true", "train.compile=reduce-overhead"], "both capture CUDA graphs"),
+    (["model.bn_momentum=0"], "model.bn_momentum=0.0 must lie in (0, 1] (each batch's weight in BN's running"),
+    (["model.bn_momentum=1.5"], "model.bn_momentum=1.5 must lie in (0, 1]"),
+    (["model.bn_momentum=null", "train.cuda_graphs=true"], "model.bn_momentum=null (BN statistics averaged over each "
+                                                           "epoch) weighs each batch by a count read on the host"),
     (["optim.momentum=2"], "optim.momentum is a decay rate in [0, 1), got 2.0"),
     (["optim.rho=1.5"], "optim.rho is a decay rate in [0, 1), got 1.5"),
     (["optim.betas=[0.9,1.2]"], "optim.betas are two decay rates in [0, 1)"),

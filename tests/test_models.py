@@ -247,3 +247,31 @@ def test_plain_net_trains_every_parameter():
     model = net(depth=8, shortcut="none", num_classes=7)
     model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_bn_momentum_sets_every_bn_and_null_averages_the_batches_since_each_restart():
+    """model.bn_momentum=m is each batch's weight in every BN's running statistics; null gives
+    gcr's "dynamic" momentum 1 / (1 + n), n the batches since the count was zeroed: the running
+    mean is then the mean of those batches' means (gcr@5549988:train-cifar.lua:173-183)."""
+    from resnet_train.models import restart_bn_averages
+
+    bns = lambda model: [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]  # noqa: E731
+    assert {m.momentum for m in bns(net(depth=8, bn_momentum=0.01))} == {0.01}
+    assert {m.momentum for m in bns(net(depth=8))} == {0.1}
+    model = net(depth=8, bn_momentum=None).train()
+    first = bns(model)[0]
+    seen = []
+    first.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach().mean(dim=(0, 2, 3))))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))  # a batch of an earlier epoch
+        restart_bn_averages(model)
+        seen.clear()
+        for shift in (0.0, 1.0, 3.0):
+            model(torch.randn(4, 3, 32, 32) + shift)
+    gcr = torch.zeros_like(seen[0])
+    for n, mean in enumerate(seen):  # Torch's running_mean update with gcr's momentum
+        gcr = (1 - 1 / (n + 1)) * gcr + 1 / (n + 1) * mean
+    torch.testing.assert_close(first.running_mean, gcr)
+    torch.testing.assert_close(first.running_mean, torch.stack(seen).mean(0))
+    assert int(first.num_batches_tracked) == 3

@@ -142,3 +142,14 @@ def test_screening_run_is_the_shortened_recipe(tiny, tmp_path):
     assert (summary["epochs"], summary["screening"]) == (2, 0.5)
     saved = load_checkpoint(tmp_path / "last.pt")["config"]
     assert saved["train"]["epochs"] == 2 and saved["train"]["screening"] == 0.5
+
+
+@pytest.mark.slow
+def test_bn_averages_restart_at_each_epoch(tiny, tmp_path):
+    """model.bn_momentum=null: after two epochs of 4 batches every BN has counted the last epoch's
+    4 batches, not all 8 (and the eval saw that epoch's average)."""
+    train(tiny(epochs=2, **{"model.bn_momentum": None}), tmp_path / "dynamic")
+    train(tiny(epochs=2), tmp_path / "ema")
+    counts = lambda run: {int(v) for k, v in load_checkpoint(tmp_path / run / "last.pt")["model"].items()  # noqa: E731
+                          if k.endswith("num_batches_tracked")}
+    assert counts("dynamic") == {4} and counts("ema") == {8}

@@ -96,4 +96,17 @@ def build_model(spec: ModelSpec, num_classes: int = 10) -> ResNet:
     stem = imagenet_stem(stem_channels) if spec.stem == "imagenet" else cifar_stem(stem_channels, not preact)
     model = ResNet(stem, stem_channels, stages, make_unit, num_classes, final_bn_relu=preact)
     init_weights(model, spec.init, spec.zero_init_residual)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = spec.bn_momentum  # None: PyTorch's cumulative average since num_batches_tracked was 0
     return model
+
+
+def restart_bn_averages(model: nn.Module) -> None:
+    """With model.bn_momentum=null, starts each BN's running statistics afresh from the next batch.
+    gcr's momentum 1 / (1 + n) and its count zeroed after each epoch's evaluation average that
+    epoch's batches (gcr/torch-residual-networks@5549988:train-cifar.lua:173-183,222-228; commented
+    out in the repository, switched on for the BN momentum runs)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.momentum is None:
+            m.num_batches_tracked.zero_()

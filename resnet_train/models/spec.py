@@ -81,6 +81,10 @@ class ModelSpec:
     zero_init_residual: bool = False
     init: str = "fb"  # fb | gcr | gcr_fec67c0 | wrn: as that reference code initialised (init.INIT_SCHEMES)
     bottleneck_stride: str = "3x3"  # 3x3 (torchvision, fb.resnet.torch) | 1x1 (He 2016's code)
+    # Every BN's running statistics: new = (1 - m) * old + m * batch (Torch7's and PyTorch's rule,
+    # 0.1 by default in both). null: the average of the epoch's batches so far, restarted at each
+    # epoch: gcr's "dynamic" momentum 1 / (1 + n) (the Torch blog's BN momentum table).
+    bn_momentum: Optional[float] = 0.1
 
     @property
     def resolved_unit(self) -> str:
@@ -111,6 +115,10 @@ class ModelSpec:
             raise ModelError("widen_factor", self.widen_factor, "must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError("dropout", self.dropout, "must lie in [0, 1)")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 1.0:
+            raise ModelError("bn_momentum", self.bn_momentum, "must lie in (0, 1] (each batch's weight in BN's running "
+                                                              "statistics; 0 would never update them), or be null for "
+                                                              "the average over each epoch")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ModelError("num_classes", num_classes, "must be a positive integer")
         layout = UNIT_LAYOUTS[self.resolved_unit]
