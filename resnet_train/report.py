@@ -53,15 +53,26 @@ def _arms(prefix: str, names: list[str], model: str) -> list[Arm]:
 
 
 BLOG_UNITS = ["original", "no_relu_after_add", "bn_after_add", "bn_after_add_no_relu"]
-BLOG_OPTIM = ["original", "rmsprop", "adadelta", "adagrad", "adam"]
+# gcr's solver tables, row by row (README@f0d0a17:246-254 and 214-221); adam has no published row.
+BLOG_OPTIM = ["original", "rmsprop_lr1e-4", "rmsprop_lr1e-3", "rmsprop", "rmsprop_lr1e-1", "adadelta",
+              "adagrad_lr1e-3", "adagrad_lr1e-2", "adagrad", "adam"]
+BLOG20_OPTIM = ["original", "rmsprop_lr1e-4", "rmsprop_lr1e-3", "rmsprop", "adadelta", "adagrad_lr1e-3",
+                "adagrad_lr1e-2", "adagrad"]
+BLOG20_BN_MOMENTUM = ["original", "bn_momentum_1", "bn_momentum_1e-2", "bn_momentum_dynamic"]
 UNITS = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
 DEGRADATION_DEPTHS = (20, 32, 44, 56)  # He 2015 Fig. 6 (left and middle)
 
 GROUPS = [
     *(Group(f"Torch blog: BN and ReLU around the addition, {m}", published.BLOG, _arms("blog", BLOG_UNITS, m))
-      for m in ("resnet-110", "resnet-56", "resnet-20")),
+      for m in ("resnet-110", "resnet-56")),
+    Group("Torch blog: BN and ReLU around the addition, resnet-20", published.BLOG,
+          _arms("blog/resnet20", BLOG_UNITS, "resnet-20")),
     *(Group(f"Torch blog: optimizers, {m} (original = SGD with Nesterov)", published.BLOG,
             _arms("blog", BLOG_OPTIM, m)) for m in ("resnet-110", "resnet-56")),
+    Group("Torch blog: optimizers, resnet-20 (original = SGD with Nesterov)", published.BLOG,
+          _arms("blog/resnet20", BLOG20_OPTIM, "resnet-20")),
+    Group("Torch blog: BN momentum, resnet-20 (original = 0.1)", published.BLOG,
+          _arms("blog/resnet20", BLOG20_BN_MOMENTUM, "resnet-20")),
     Group("He 2015 Table 6: depth", published.HE2015,
           [Arm(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]),
     Group("He 2015 Fig. 6: plain nets against ResNets by depth (the degradation problem)", published.HE2015,
@@ -505,10 +516,14 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     depth = [mean(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
     blog = [mean(f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
     optim = [mean(f"blog/{n}", "resnet-110") for n in ("original", "rmsprop", "adadelta", "adagrad")]
+    solvers = [mean(f"blog/{n}", "resnet-110") for n in BLOG_OPTIM if n != "adam"]
+    solvers20 = [mean(f"blog/resnet20/{n}", "resnet-20") for n in BLOG20_OPTIM]
+    units20 = [mean(f"blog/resnet20/{n}", "resnet-20") for n in BLOG_UNITS]
+    momentum20 = [mean(f"blog/resnet20/{n}", "resnet-20") for n in BLOG20_BN_MOMENTUM]
     units = [mean(f"identity_mappings/{n}", "resnet-164")
              for n in ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")]
     others = [r.mean for (exp, _), r in runs.items()
-              if not exp.startswith(("wrn/wrn_28_10", "imagenet/", "speed/")) and exp != "-" and r.only_on(data)
+              if not exp.startswith(("wrn/", "imagenet/", "speed/")) and exp != "-" and r.only_on(data)
               and not r.departures]
     wrn = [mean("wrn/wrn_28_10", "wrn-28-10")]
     speed = [mean(f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
@@ -528,9 +543,18 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
                 [blog[0], blog[2]], lambda o, n: abs(n - o) <= 0.7),
         verdict("Blog, ResNet-110: SGD < RMSprop < Adadelta < Adagrad, Adagrad worst by at least 2 points", optim,
                 lambda s, r, d, a: s < r < d < a and a - d >= 2.0),
+        # gcr README@f0d0a17:237-238, 207-208, 145 and 280.
+        verdict("Blog, ResNet-110: SGD with Nesterov is lowest of the nine solver rows (RMSprop 1e-4 … Adagrad 1e-1)",
+                solvers, lambda *e: min(e) == e[0]),
+        verdict("Blog, ResNet-20: SGD with Nesterov is lowest of the eight solver rows", solvers20,
+                lambda *e: min(e) == e[0]),
+        verdict("Blog, ResNet-20: the four BN/ReLU units lie within 0.5 points of each other", units20,
+                lambda *e: max(e) - min(e) <= 0.5),
+        verdict("Blog, ResNet-20: BN momentum 0.1, 1, 0.01 and dynamic lie within 0.5 points of each other",
+                momentum20, lambda *e: max(e) - min(e) <= 0.5),
         verdict("Identity Mappings, ResNet-164: full pre-activation best, BN after addition worst", units,
                 lambda *e: min(e) == e[4] and max(e) == e[1]),
-        verdict("WRN-28-10 is best of all CIFAR-10 ablation runs", wrn + ([min(others)] if others else [None]),
+        verdict("WRN-28-10 is below every thin-ResNet ablation run", wrn + ([min(others)] if others else [None]),
                 lambda w, o: w < o),
         *(verdict(f"Speed: the {name} path's mean lies within 0.5 points of the plain fp32 path's",
                   [speed[0], fast], lambda p, f: abs(f - p) <= 0.5)
