@@ -364,11 +364,18 @@ def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: 
     return lines + [""]
 
 
-def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str, data: str) -> Runs | None:
-    """The arm's runs of its recipe on `data` (a run that did not record its data counts as on any);
-    where it ran there with several configs of the recipe, the first one's by label."""
-    found = [r for _, r in variants(runs, experiment, model) if r.only_on(data) and not r.departures]
+def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str, data: str,
+                  departures: dict | None = None) -> Runs | None:
+    """The arm's runs of its recipe on `data` (a run that did not record its data counts as on any),
+    or of the recipe changed by the same `departures` (a shortened sweep of every arm is compared
+    arm with arm); where it ran so with several configs, the first one's by label."""
+    found = [r for _, r in variants(runs, experiment, model)
+             if r.only_on(data) and _same_departures(r.departures, departures or {})]
     return found[0] if found else None
+
+
+def _same_departures(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
 
 
 def orderings_data(runs: dict[tuple[str, str], Runs]) -> str:
@@ -409,7 +416,11 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
             on = r.data(arm.home) if r else arm.home
             ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
             best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
-            ref_runs = first_variant(runs, ref.experiment, ref.model, on)
+            # Another arm's row changed from its recipe is set against the reference changed alike (a
+            # shortened sweep of every arm) where that ran; every other row against the reference's recipe.
+            alike = r and r.departures and arm != ref and first_variant(runs, ref.experiment, ref.model, on,
+                                                                        r.departures)
+            ref_runs = alike or first_variant(runs, ref.experiment, ref.model, on)
             delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
             if beside_published and r and r.departures:

@@ -181,7 +181,8 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
                                   ("CUDA graphs", isinstance(run.step_fn, GraphedTrainStep)),
                                   (f"compile {cfg.train.compile}", cfg.train.compile != "none")) if on]
     return [
-        f"model       {m.label} ({m.block} blocks, {m.resolved_unit} unit, shortcut {m.shortcut}, init {m.init}), "
+        f"model       {m.label} ({m.block} blocks, {m.resolved_unit} unit, shortcut {m.shortcut}, init {m.init}"
+        f"{_bn_momentum(m.bn_momentum)}), "
         f"{count_params(run.model):,} parameters" + (f"; {members} members side by side" if members > 1 else ""),
         f"data        {cfg.data.name}: {run.sampler.size:,} training images ({cfg.data.sampler} sampler"
         f"{', last partial batch dropped' if cfg.data.drop_last else ''}){'; ' + evals if evals else ''}",
@@ -191,6 +192,12 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
         f"device      {run.device}" + (f" ({run.device_name})" if run.device.type == "cuda" else "")
         + (f", {run.dist.world} processes" if run.dist.active else "") + f": {', '.join(fast) or 'plain fp32'}",
     ]
+
+
+def _bn_momentum(momentum: float | None) -> str:
+    if momentum is None:
+        return ", BN statistics averaged over each epoch"
+    return "" if momentum == 0.1 else f", BN momentum {momentum:g}"
 
 
 def _images(loader) -> int:

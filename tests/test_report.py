@@ -397,7 +397,9 @@ def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tm
             (0, 9.9, "experiment=blog/resnet20/original"),
             (0, 9.7, "experiment=blog/resnet20/original", "model.init=gcr"),
             (0, 12.0, "experiment=blog/adagrad"),
-            (0, 20.0, "experiment=blog/original", "train.screening=0.25")]
+            (0, 20.0, "experiment=blog/original", "train.screening=0.25"),
+            (0, 30.0, "experiment=blog/resnet20/original", "train.iterations=100"),
+            (0, 31.0, "experiment=blog/resnet20/bn_momentum_dynamic", "train.iterations=100")]
     for n, (seed, err, *overrides) in enumerate(runs):
         fake_recipe_run(tmp_path / "runs" / str(n), seed, err, *overrides)
     text = report_of(tmp_path / "runs")
@@ -408,10 +410,15 @@ def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tm
     assert ("| blog/original [train.amp=True,train.cuda_graphs=False] | resnet-110 | 1 | 8.50 ± 0.00 | 3 | 6.97 "
             "| +0.50 | +0.00 |") in text
     assert "| blog/adadelta | resnet-110 | 1 | 9.50 ± 0.00 | 3 | 8.88 | +1.50 | +1.91 |" in text
-    assert "| blog/resnet20/original [model.init=gcr_fec67c0] | resnet-20 | 1 | 9.90 ± 0.00 | 3 | 8.29 |" in text
-    assert ("| blog/resnet20/original [model.init=gcr] | resnet-20 | 1 | 9.70 ± 0.00 | 3 | – (not the recipe: "
+    assert ("| blog/resnet20/original [model.init=gcr_fec67c0,train.iterations=78125] | resnet-20 | 1 | 9.90 ± 0.00 "
+            "| 3 | 8.29 |") in text
+    assert ("| blog/resnet20/original [model.init=gcr,train.iterations=78125] | resnet-20 | 1 | 9.70 ± 0.00 | 3 | "
+            "– (not the recipe: "
             "model.init) | -0.20 | – |") in text
     assert "SGD < RMSprop < Adadelta < Adagrad, Adagrad worst by at least 2 points: not run yet" in text
+    # Arms shortened alike are compared with each other, never with the published figures.
+    assert ("| blog/resnet20/bn_momentum_dynamic [train.iterations=100] | resnet-20 | 1 | 31.00 ± 0.00 | 3 | – (not "
+            "the recipe: train.iterations) | +1.00 | – |") in text
     # A screening run is held against its recipe at the same length.
     assert "| blog/original | resnet-110 | 1 | 20.00 ± 0.00 | 3 | +0.00 |" in text.split("## Screening runs")[1]
 
