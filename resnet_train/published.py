@@ -25,6 +25,7 @@ CIFAR10: dict[tuple[str, str], float] = {
     ("he2015/resnet44", "resnet-44"): 7.17,
     ("he2015/resnet56", "resnet-56"): 6.97,
     ("he2015/resnet110", "resnet-110"): 6.43,
+    ("he2015/resnet1202", "resnet-1202"): 7.93,
     # Torch blog, BN and ReLU around the addition (gcr README; ResNet-20 with the code at fec67c0).
     ("blog/original", "resnet-110"): 6.97,
     ("blog/no_relu_after_add", "resnet-110"): 6.32,

@@ -65,7 +65,7 @@ def test_wrn_lr_by_epoch_is_train_lua(compose, arm):
     assert cfg.sched.reset_state  # a fresh optimizer state at each drop, train.lua:182-183
 
 
-@pytest.mark.parametrize("arm", ["he2015/resnet110", "identity_mappings/original"])
+@pytest.mark.parametrize("arm", ["he2015/resnet110", "he2015/resnet1202", "identity_mappings/original"])
 def test_he_lr_by_iteration_with_warmup(compose, arm):
     cfg = compose(f"experiment={arm}")
 
