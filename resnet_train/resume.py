@@ -33,7 +33,16 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new or key in RESUME_FREE else [f"{key} ({old!r} -> {new!r})"]
 
 
+def _with_defaults(saved: Any, defaults: Any) -> Any:
+    """A checkpoint's config with the keys added to the schema since it was written at their
+    defaults: a new key defaults to what the code did before it existed (model.bn_momentum 0.1)."""
+    if not isinstance(saved, dict) or not isinstance(defaults, dict):
+        return saved
+    return {**defaults, **{k: _with_defaults(v, defaults.get(k)) for k, v in saved.items()}}
+
+
 def check_resume_config(saved: dict, current: dict) -> None:
+    saved = _with_defaults(saved, asdict(Config()))
     changed = []
     for key in RESUME_LOCKED:
         section, _, leaf = key.partition(".")

@@ -153,3 +153,17 @@ def test_bn_averages_restart_at_each_epoch(tiny, tmp_path):
     counts = lambda run: {int(v) for k, v in load_checkpoint(tmp_path / run / "last.pt")["model"].items()  # noqa: E731
                           if k.endswith("num_batches_tracked")}
     assert counts("dynamic") == {4} and counts("ema") == {8}
+
+
+def test_a_checkpoint_older_than_a_config_key_resumes_at_its_default(tiny):
+    """A key added to the schema since the checkpoint was written defaults to what the code did
+    before it existed: model.bn_momentum's 0.1 resumes, null (a different run) is refused."""
+    from dataclasses import asdict
+
+    from resnet_train.resume import check_resume_config
+
+    saved = asdict(tiny())
+    del saved["model"]["bn_momentum"]
+    check_resume_config(saved, asdict(tiny()))
+    with pytest.raises(CheckpointError, match=r"model\.bn_momentum \(0\.1 -> None\)"):
+        check_resume_config(saved, asdict(tiny(**{"model.bn_momentum": None})))
