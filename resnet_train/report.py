@@ -13,7 +13,7 @@ import json
 import math
 import shutil
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import published
@@ -212,6 +212,9 @@ def _arm_config(summary: dict) -> dict:
 
 
 def _same(a, b) -> bool:
+    """Equal config values, floats to rounding (1e-3 written as 0.001), lists and dicts elementwise."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
@@ -230,8 +233,6 @@ class Recipes:
     def config(self, axes: tuple[str, ...], screening: float) -> dict | None:
         key = (*axes, f"train.screening={screening}")
         if key not in self._configs:
-            from dataclasses import asdict
-
             from hydra.errors import HydraException
 
             from .cli import composed
@@ -370,12 +371,8 @@ def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str
     or of the recipe changed by the same `departures` (a shortened sweep of every arm is compared
     arm with arm); where it ran so with several configs, the first one's by label."""
     found = [r for _, r in variants(runs, experiment, model)
-             if r.only_on(data) and _same_departures(r.departures, departures or {})]
+             if r.only_on(data) and _same(r.departures, departures or {})]
     return found[0] if found else None
-
-
-def _same_departures(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
 
 
 def orderings_data(runs: dict[tuple[str, str], Runs]) -> str:

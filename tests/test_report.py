@@ -12,21 +12,20 @@ ERRORS = {  # blog arms on ResNet-110, two seeds each
 }
 
 
-def fake_run(folder, experiment, model, seed, err, epochs=3):
+def fake_run(folder, experiment, model, seed, err, epochs=3, **summary_keys):
+    """A finished run's folder; its summary.json also holds `summary_keys`."""
     folder.mkdir(parents=True)
     curve = [err + 10 * (epochs - e) for e in range(1, epochs + 1)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "test_err": v}) + "\n"
                                                   for e, v in enumerate(curve)))
     (folder / "summary.json").write_text(json.dumps({
         "status": "completed", "experiment": experiment, "model": model, "seed": seed, "final_test_err": err,
-        "best_test_err": err, "best_epoch": epochs}))
+        "best_test_err": err, "best_epoch": epochs, **summary_keys}))
 
 
 def fake_timed_run(folder, experiment, seed, **summary_keys):
     """A finished ResNet-110 run whose summary.json also holds `summary_keys` (its timings)."""
-    fake_run(folder, experiment, "resnet-110", seed, 7.0)
-    summary = folder / "summary.json"
-    summary.write_text(json.dumps({**json.loads(summary.read_text()), **summary_keys}))
+    fake_run(folder, experiment, "resnet-110", seed, 7.0, **summary_keys)
 
 
 def report_of(folder):
@@ -146,10 +145,7 @@ def test_results_keep_hydras_record_of_each_command(tmp_path):
 
 def fake_run_on(folder, experiment, err, data, **data_keys):
     """A finished WRN-28-10 run whose summary records its data= option (and data.* values)."""
-    fake_run(folder, experiment, "wrn-28-10", 0, err)
-    summary = {**json.loads((folder / "summary.json").read_text()), "data": data,
-               "config": {"data": {"name": data, **data_keys}}}
-    (folder / "summary.json").write_text(json.dumps(summary))
+    fake_run(folder, experiment, "wrn-28-10", 0, err, data=data, config={"data": {"name": data, **data_keys}})
 
 
 def test_published_figures_stand_beside_runs_on_their_data(tmp_path):
@@ -179,9 +175,7 @@ def test_orderings_set_arms_against_each_other_on_one_data(tmp_path):
     def check(runs):
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
         for n, (arm, model, data, err) in enumerate(runs):
-            fake_run(folder / "runs" / str(n), arm, model, 0, err)
-            summary = folder / "runs" / str(n) / "summary.json"
-            summary.write_text(json.dumps({**json.loads(summary.read_text()), "data": data}))
+            fake_run(folder / "runs" / str(n), arm, model, 0, err, data=data)
         return report_of(folder / "runs")
 
     wrn, blog, bn = ("wrn/wrn_28_10", "wrn-28-10"), ("blog/original", "resnet-110"), ("blog/bn_after_add", "resnet-110")
@@ -223,9 +217,7 @@ def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     for seed, err in enumerate([10.0, 11.0]):
         fake_run(tmp_path / "full" / str(seed), "blog/original", "resnet-110", seed, err)
     for n, (arm, err) in enumerate([("original", 20.0), ("bn_after_add", 25.0)]):
-        fake_run(tmp_path / "screen" / str(n), f"blog/{arm}", "resnet-110", 0, err)
-        summary = tmp_path / "screen" / str(n) / "summary.json"
-        summary.write_text(json.dumps({**json.loads(summary.read_text()), "screening": 0.25}))
+        fake_run(tmp_path / "screen" / str(n), f"blog/{arm}", "resnet-110", 0, err, screening=0.25)
     out = tmp_path / "results.md"
     assert main([str(tmp_path / "full"), str(tmp_path / "screen"), "--out", str(out), "--copy-to",
                  str(tmp_path / "results")]) == 0
@@ -244,10 +236,8 @@ def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypat
     """A -m optim=sgd,adam sweep is two arms, not two seeds of one."""
     runs = [("sgd", 0, 10.0, "/a"), ("sgd", 1, 11.0, "/b"), ("adam", 0, 14.0, "/a")]
     for n, (optim, seed, err, root) in enumerate(runs):
-        fake_run(tmp_path / "sweep" / str(n), "blog/original", "resnet-110", seed, err)
-        summary = tmp_path / "sweep" / str(n) / "summary.json"
         config = {"seed": seed, "optim": {"name": optim, "lr": 0.1}, "data": {"root": root}}  # root: where, not what
-        summary.write_text(json.dumps({**json.loads(summary.read_text()), "config": config}))
+        fake_run(tmp_path / "sweep" / str(n), "blog/original", "resnet-110", seed, err, config=config)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -379,10 +369,8 @@ def fake_recipe_run(folder, seed, err, *overrides):
     from resnet_train.config import screened
 
     cfg = screened(composed(list(overrides)))
-    fake_run(folder, cfg.experiment, cfg.model.label, seed, err)
-    summary = {**json.loads((folder / "summary.json").read_text()), "overrides": list(overrides),
-               "data": cfg.data.name, "screening": cfg.train.screening, "config": asdict(cfg)}
-    (folder / "summary.json").write_text(json.dumps(summary))
+    fake_run(folder, cfg.experiment, cfg.model.label, seed, err, overrides=list(overrides), data=cfg.data.name,
+             screening=cfg.train.screening, config=asdict(cfg))
 
 
 def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tmp_path):
