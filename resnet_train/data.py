@@ -2,7 +2,8 @@
 
 In-memory datasets (CIFAR, SVHN, the shipped sample, synthetic) are held as one uint8 tensor
 of shape (N, 3, H, W); ImageFolder trees are read from disk. Every dataset yields uint8 images
-that torchvision's transforms turn into normalised float tensors.
+that torchvision's transforms (ImageFolder trees: fb.resnet.torch's, `transforms.py`) turn into
+normalised float tensors.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from . import transforms as fb
 from .config import DataConfig
 
 
@@ -279,25 +281,6 @@ def hold_out(train: Split, val_size: int) -> tuple[Split, Split]:
 
 # ---------------------------------------------------------------- transforms
 
-class Lighting(torch.nn.Module):
-    """AlexNet's PCA colour noise (Krizhevsky et al. 2012, Sec. 4.1), as fb.resnet.torch applies
-    it: add eigvec @ (alpha * eigval) to every pixel, alpha ~ N(0, std), on a 0..1 image."""
-
-    EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
-    EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
-                           [-0.5808, -0.0045, -0.8140],
-                           [-0.5836, -0.6948, 0.4203]])
-
-    def __init__(self, std: float):
-        super().__init__()
-        self.std = std
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.std
-        rgb = self.EIGVEC @ (alpha * self.EIGVAL)
-        return image + rgb.view(3, 1, 1).to(image.dtype)
-
-
 @dataclass
 class Normalization:
     """x -> (x - mean) / std on images scaled to 0..1. `channel`: the config's per-channel mean
@@ -353,27 +336,20 @@ def train_transform(cfg: DataConfig, norm: Normalization | None = None):
                                      _normalize(norm)])
         return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), _normalize(norm), crop,
                                  v2.RandomHorizontalFlip()])
-    if cfg.augment == "imagenet":
-        # fb.resnet.torch: random-resized crop (scale 0.08-1, aspect 3/4-4/3), colour jitter,
-        # PCA lighting noise, flip.
-        ops += [v2.RandomResizedCrop(cfg.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-                v2.RandomHorizontalFlip()]
-        if cfg.color_jitter:
-            ops.append(v2.ColorJitter(brightness=cfg.color_jitter, contrast=cfg.color_jitter,
-                                      saturation=cfg.color_jitter))
-    ops.append(v2.ToDtype(torch.float32, scale=True))
-    if cfg.augment == "imagenet" and cfg.lighting:
-        ops.append(Lighting(cfg.lighting))
-    return v2.Compose(ops + [_normalize(norm)])
+    if cfg.augment == "imagenet":  # fb.resnet.torch datasets/imagenet.lua@985e569:82-92, in its order
+        ops += [v2.ToDtype(torch.float32, scale=True), fb.RandomSizedCrop(cfg.image_size)]
+        ops += [fb.ColorJitter(cfg.color_jitter)] if cfg.color_jitter else []
+        ops += [fb.Lighting(cfg.lighting)] if cfg.lighting else []
+        return v2.Compose(ops + [_normalize(norm), v2.RandomHorizontalFlip()])
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), _normalize(norm)])
 
 
 def eval_transform(cfg: DataConfig, norm: Normalization | None = None):
     norm = norm or Normalization.for_data(cfg, None)
-    ops: list = [v2.ToImage()]
-    if cfg.augment == "imagenet":
-        # Resize to 256 and take the centre 224 (scaled for other sizes).
-        ops += [v2.Resize(cfg.image_size * 256 // 224, antialias=True), v2.CenterCrop(cfg.image_size)]
-    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), _normalize(norm)])
+    ops: list = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if cfg.augment == "imagenet":  # imagenet.lua:95-99: the shorter side to 256, the centre 224 (scaled alike)
+        ops += [fb.Scale(cfg.image_size * 256 // 224), fb.CenterCrop(cfg.image_size)]
+    return v2.Compose(ops + [_normalize(norm)])
 
 
 # ---------------------------------------------------------------- device-resident batches

@@ -1,0 +1,178 @@
+"""fb.resnet.torch's ImageNet image transforms, as its code computes them.
+
+fb.resnet.torch (facebookarchive/fb.resnet.torch@985e569) trains on
+RandomSizedCrop(224) -> ColorJitter(0.4, 0.4, 0.4) -> Lighting(0.1) -> ColorNormalize -> flip and
+evaluates on Scale(256) -> ColorNormalize -> CenterCrop(224) (datasets/imagenet.lua:80-103), with
+the transforms of datasets/transforms.lua and Torch7's image.scale (torch/image@5aa1881). Where
+torchvision's look-alikes compute something else, this module follows the Lua:
+- resampling is Torch7's bicubic: Catmull-Rom, corner-aligned, border continued linearly, no
+  antialiasing when shrinking (generic/image.c:140-211); torchvision's uses a = -0.75 and antialias;
+- the crop's aspect ratio is uniform in [3/4, 4/3] with a coin flip for orientation, 10 tries,
+  then Scale + CenterCrop (transforms.lua:130-163); torchvision's is log-uniform, and falls back to
+  the whole image's centre;
+- colour jitter works on float images without clamping, with ITU-R 601 grey (0.299, 0.587, 0.114)
+  (transforms.lua:205-290); torchvision's clamps to [0, 1] after each step;
+- the centre crop's offset is ceil((size_in - size) / 2) (transforms.lua:53-59).
+Every transform takes and returns a float (3, H, W) image on 0..1 (before normalisation) and
+draws from torch's default generator, which `data.Transformed` seeds per sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _cubic_taps(src_len: int, dst_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source indices (dst_len, 4) and weights (dst_len, 4) of Torch7's bicubic resampling of
+    one axis (image.c:154-211): output di sits at di * (src_len - 1) / (dst_len - 1) (float32), is
+    interpolated from its 4 neighbours by Catmull-Rom, with the missing neighbour at either end
+    continued linearly (p0 = 2 p1 - p2, p3 = 2 p2 - p1); the last output is the last input."""
+    scale = torch.tensor(float(src_len - 1) / (dst_len - 1) if dst_len > 1 else float(src_len - 1),
+                         dtype=torch.float32)
+    pos = torch.arange(dst_len - 1, dtype=torch.float32) * scale
+    i = pos.long()
+    x = (pos - i).double()
+    w = torch.stack([0.5 * (-x + 2 * x**2 - x**3), 1 + 0.5 * (3 * x**3 - 5 * x**2),
+                     0.5 * (x + 4 * x**2 - 3 * x**3), 0.5 * (x**3 - x**2)], 1)
+    first, last = i == 0, i + 2 >= src_len
+    w[first, 1] += 2 * w[first, 0]
+    w[first, 2] -= w[first, 0]
+    w[first, 0] = 0
+    w[last, 2] += 2 * w[last, 3]
+    w[last, 1] -= w[last, 3]
+    w[last, 3] = 0
+    idx = (i[:, None] + torch.arange(-1, 3)).clamp(0, src_len - 1)
+    idx = torch.cat([idx, torch.full((1, 4), src_len - 1)])
+    w = torch.cat([w, torch.tensor([[0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)])
+    return idx, w.float()
+
+
+def _scale_rows(image: torch.Tensor, dst_len: int) -> torch.Tensor:
+    """Resamples dim -2; gathering whole rows is 10x faster than gathering along the last dim."""
+    src_len = image.shape[-2]
+    if dst_len == src_len:
+        return image
+    if src_len == 1:
+        return image.expand(*image.shape[:-2], dst_len, image.shape[-1])
+    idx, w = _cubic_taps(src_len, dst_len)
+    image = image.contiguous()
+    out = image.index_select(-2, idx[:, 0]).mul_(w[:, 0, None])
+    for k in range(1, 4):
+        out.addcmul_(image.index_select(-2, idx[:, k]), w[:, k, None])
+    return out
+
+
+def scale(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Torch7's image.scale(image, width, height, 'bicubic'). Torch7 resamples rows, then
+    columns; the two passes are linear maps on different axes, so the order changes only float
+    rounding, and the columns go first here, where the gather is cheap."""
+    image = _scale_rows(image, height)
+    return _scale_rows(image.transpose(-1, -2), width).transpose(-1, -2).contiguous()
+
+
+class Scale(torch.nn.Module):
+    """The shorter side to `size`, the other in proportion, rounded down (transforms.lua:36-50; a
+    Lua number taken as a tensor size is truncated)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        if (w <= h and w == self.size) or (h <= w and h == self.size):
+            return image
+        if w < h:
+            return scale(image, self.size, int(h / w * self.size))
+        return scale(image, int(w / h * self.size), self.size)
+
+
+class CenterCrop(torch.nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        x, y = math.ceil((w - self.size) / 2), math.ceil((h - self.size) / 2)
+        return image[..., y:y + self.size, x:x + self.size]
+
+
+def _uniform(a: float, b: float) -> float:
+    return a + (b - a) * torch.rand(()).item()
+
+
+def _randint(lo: int, hi: int) -> int:  # Lua's torch.random(lo, hi): both ends included
+    return int(torch.randint(lo, hi + 1, ()).item())
+
+
+class RandomSizedCrop(torch.nn.Module):
+    """A crop of 8-100% of the area with aspect ratio w/h uniform in [3/4, 4/3], turned upright or
+    sideways with a coin flip, rescaled to size x size; after 10 crops that do not fit,
+    Scale(size) + CenterCrop(size) (transforms.lua:130-163)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.fallback = torch.nn.Sequential(Scale(size), CenterCrop(size))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        for _ in range(10):
+            area = _uniform(0.08, 1.0) * height * width
+            aspect = _uniform(3 / 4, 4 / 3)
+            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if torch.rand(()).item() < 0.5:
+                w, h = h, w
+            if h <= height and w <= width:
+                y, x = _randint(0, height - h), _randint(0, width - w)
+                return scale(image[..., y:y + h, x:x + w], self.size, self.size)
+        return self.fallback(image)
+
+
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    return 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+
+
+class ColorJitter(torch.nn.Module):
+    """Brightness, contrast and saturation in a random order, each blending the image with black,
+    its mean grey level, or its grey image by a factor uniform in [1 - strength, 1 + strength];
+    nothing is clamped (transforms.lua:205-290)."""
+
+    def __init__(self, strength: float):
+        super().__init__()
+        self.strength = strength
+
+    def blend(self, image: torch.Tensor, other: torch.Tensor | float) -> torch.Tensor:
+        alpha = _uniform(1 - self.strength, 1 + self.strength)
+        return image.mul(alpha).add_(other * (1 - alpha))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        steps = (lambda im: self.blend(im, 0.0),  # brightness
+                 lambda im: self.blend(im, _grey(im).mean().item()),  # contrast
+                 lambda im: self.blend(im, _grey(im)))  # saturation
+        for k in torch.randperm(3).tolist():
+            image = steps[k](image)
+        return image
+
+
+class Lighting(torch.nn.Module):
+    """AlexNet's PCA colour noise (Krizhevsky et al. 2012, Sec. 4.1): add eigvec @ (alpha * eigval)
+    to every pixel, alpha ~ N(0, std), with fb.resnet.torch's ImageNet eigen-pairs
+    (datasets/imagenet.lua:71-78; transforms.lua:183-203)."""
+
+    EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+    EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]])
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.std
+        rgb = self.EIGVEC @ (alpha * self.EIGVAL)
+        return image + rgb.view(3, 1, 1).to(image.dtype)
