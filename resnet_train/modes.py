@@ -30,11 +30,9 @@ def describe(cfg: Config) -> dict[str, Any]:
     """`mode=info`: prints the model's figures; the last line is one JSON object."""
     m = cfg.model
     info = model_summary(build_model(m, cfg.data.num_classes), cfg.data.image_size)
-    unit = m.resolved_unit
-    info = {"family": m.family, "depth": m.depth, "block": m.block, "unit": unit, "shortcut": m.shortcut,
+    info = {"family": m.family, "depth": m.depth, "block": m.block, "unit": m.resolved_unit, "shortcut": m.shortcut,
             "widen_factor": m.widen_factor, **info}
-    log.info(f"model       {m.label} ({m.block} blocks, {unit} unit, shortcut {m.shortcut}, "
-             f"widen x{m.widen_factor}, dropout {m.dropout})")
+    log.info(f"model       {m.label} ({m.layout_text}, widen x{m.widen_factor}, dropout {m.dropout})")
     log.info(f"params      {info['params']:,} ({info['params'] / 1e6:.2f}M)")
     log.info(f"MACs/image  {info['macs']:,} ({info['macs'] / 1e6:.1f}M at {cfg.data.image_size} px)")
     for i, shape in enumerate(info["stage_shapes"], 1):
@@ -91,8 +89,7 @@ def load_for_testing(cfg: Config, overrides: list[str]) -> Loaded:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{cfg.ckpt} does not fit its model config ({str(exc).splitlines()[0]})") from exc
-    log.info(f"model       {spec.label} ({spec.block} blocks, {spec.resolved_unit} unit, shortcut {spec.shortcut}), "
-             f"from {cfg.ckpt}, epoch {state['epoch']}")
+    log.info(f"model       {spec.label} ({spec.layout_text}), from {cfg.ckpt}, epoch {state['epoch']}")
     saved_data = state["config"]["data"]["name"]
     if saved_data != data_cfg.name:
         log.info(f"note: the checkpoint was trained on {saved_data}; evaluating on {data_cfg.name}")

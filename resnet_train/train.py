@@ -181,7 +181,7 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
                                   ("CUDA graphs", isinstance(run.step_fn, GraphedTrainStep)),
                                   (f"compile {cfg.train.compile}", cfg.train.compile != "none")) if on]
     return [
-        f"model       {m.label} ({m.block} blocks, {m.resolved_unit} unit, shortcut {m.shortcut}, init {m.init}"
+        f"model       {m.label} ({m.layout_text}, init {m.init}"
         f"{_bn_momentum(m.bn_momentum)}), "
         f"{count_params(run.model):,} parameters" + (f"; {members} members side by side" if members > 1 else ""),
         f"data        {cfg.data.name}: {run.sampler.size:,} training images ({cfg.data.sampler} sampler"

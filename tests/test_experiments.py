@@ -90,6 +90,16 @@ def test_imagenet_recipe_matches_fb_resnet_torch(compose):
     assert (cfg.data.color_jitter, cfg.data.lighting, cfg.data.augment) == (0.4, 0.1, "imagenet")
 
 
+@pytest.mark.parametrize("name, unit, projection_bn, stage_entry", [
+    ("resnet18", None, False, None), ("resnet34", None, False, None), ("resnet50", "bn_after_add", False, None),
+    ("resnet101", None, None, None), ("resnet152", None, None, None), ("preresnet200", None, True, "branch")])
+def test_imagenet_arms_are_the_released_models(compose, name, unit, projection_bn, stage_entry):
+    """fb.resnet.torch's figures are those of its released models (pretrained/README.md@985e569),
+    which differ from its models/*.lua as docs/fidelity.md says."""
+    model = compose(f"experiment=imagenet/{name}").model
+    assert (model.unit, model.projection_bn, model.stage_entry) == (unit, projection_bn, stage_entry)
+
+
 def write_image_folder(root, per_class_train=4, per_class_val=2):
     """A real ImageFolder tree: JPEG files of the shipped CIFAR-10 sample, as unpack_cifar10.py
     --layout folder writes them."""

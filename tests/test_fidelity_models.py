@@ -30,13 +30,16 @@ class _PadA(nn.Module):
 
 
 class _LuaUnit(nn.Module):
-    def __init__(self, block: list[nn.Module], s: list[nn.Module], shortcut: nn.Module):
+    """nn.Sequential(block..., ConcatTable(s, shortcut), CAddTable, after...)."""
+
+    def __init__(self, block: list[nn.Module], s: list[nn.Module], shortcut: nn.Module, after: tuple = ()):
         super().__init__()
         self.block, self.s, self.shortcut = nn.Sequential(*block), nn.Sequential(*s), shortcut
+        self.after = nn.Sequential(*after)
 
     def forward(self, x):
         x = self.block(x)
-        return self.s(x) + self.shortcut(x)
+        return self.after(self.s(x) + self.shortcut(x))
 
 
 def fb_preresnet_cifar(depth: int, shortcut_type: str) -> nn.Sequential:
@@ -84,6 +87,69 @@ def he_preresnet_bottleneck(depth: int) -> nn.Sequential:
             channels = out
     layers += [*_bn_relu(256), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10)]
     return nn.Sequential(*layers)
+
+
+FB_IMAGENET = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
+
+
+def _fb_imagenet_net(depth: int, make_unit, final: list[nn.Module]) -> nn.Sequential:
+    """The ImageNet trunk both Lua files share: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool, four stages of
+    make_unit(c_in, width, stride, expansion), `final`, global pool, Linear."""
+    block, counts = FB_IMAGENET[depth]
+    expansion = 1 if block == "basic" else 4
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), *_bn_relu(64), nn.MaxPool2d(3, 2, 1)]
+    channels = 64
+    for width, count, stride in zip((64, 128, 256, 512), counts, (1, 2, 2, 2), strict=True):
+        for i in range(count):
+            layers.append(make_unit(channels, width, stride if i == 0 else 1, expansion))
+            channels = width * expansion
+    return nn.Sequential(*layers, *final(channels), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1000))
+
+
+def _fb_convs(c_in: int, width: int, stride: int, expansion: int) -> list[nn.Module]:
+    """resnet.lua:53-57 (basic) and 73-80 (bottleneck, the 3x3 strided): the convs with BN-ReLU
+    between them, without the last BN."""
+    if expansion == 1:
+        return [nn.Conv2d(c_in, width, 3, stride, 1, bias=False), *_bn_relu(width),
+                nn.Conv2d(width, width, 3, 1, 1, bias=False)]
+    return [nn.Conv2d(c_in, width, 1, bias=False), *_bn_relu(width), nn.Conv2d(width, width, 3, stride, 1, bias=False),
+            *_bn_relu(width), nn.Conv2d(width, width * 4, 1, bias=False)]
+
+
+def _fb_projection(c_in: int, c_out: int, stride: int, with_bn: bool) -> nn.Module:
+    """resnet.lua:27-34, shortcut B: a 1x1 conv (and BN) where the channels change."""
+    if c_in == c_out:
+        return nn.Identity()
+    conv = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out)) if with_bn else conv
+
+
+def fb_resnet_imagenet(depth: int, projection_bn: bool, bn_after_add: bool) -> nn.Sequential:
+    """facebookarchive/fb.resnet.torch@985e569 models/resnet.lua:26-128 (ImageNet, shortcut B), with
+    the two ways its released models differ from it: no BN after the shortcut's 1x1 conv (ResNet-18,
+    -34, -50: issues #49, #191) and the branch's last BN moved after the addition (ResNet-50:
+    pretrained/README.md:13)."""
+    def unit(c_in, width, stride, expansion):
+        c_out = width * expansion
+        last_bn = [] if bn_after_add else [nn.BatchNorm2d(c_out)]
+        after = (nn.BatchNorm2d(c_out), nn.ReLU()) if bn_after_add else (nn.ReLU(),)
+        return _LuaUnit([], _fb_convs(c_in, width, stride, expansion) + last_bn,
+                        _fb_projection(c_in, c_out, stride, projection_bn), after)
+
+    return _fb_imagenet_net(depth, unit, lambda c: [])
+
+
+def fb_preresnet_imagenet_c530106(depth: int) -> nn.Sequential:
+    """facebookarchive/fb.resnet.torch@c530106 models/preresnet.lua:28-137 (ImageNet), the code of
+    the released ResNet-200: `layer` drops its 'first' argument (97-103), so every unit pre-activates
+    inside its branch, even the first after the stem's BN-ReLU, and the shortcut, conv-BN where
+    it projects, takes the raw input. Its bottleneck's middle BN is declared with n * 4 features for
+    n channels (85; fixed in 3beb17b): only the first n are ever used, as a BN of n."""
+    def unit(c_in, width, stride, expansion):
+        convs = _fb_convs(c_in, width, stride, expansion)
+        return _LuaUnit([], _bn_relu(c_in) + convs, _fb_projection(c_in, width * expansion, stride, True))
+
+    return _fb_imagenet_net(depth, unit, _bn_relu)
 
 
 def copy_in_order(src: nn.Module, dst: nn.Module) -> None:
@@ -151,6 +217,33 @@ def test_imagenet_preresnet_stage1_first_unit_has_no_preactivation():
     model = net(family="preresnet", depth=18, stem="imagenet", shortcut="B", num_classes=1000)
     assert len(model.stages[0][0].preact) == 0
     assert all(stage[0].shortcut_sees_preact for stage in list(model.stages)[1:])
+
+
+@pytest.mark.parametrize("depth, projection_bn, unit", [(18, False, "original"), (50, False, "bn_after_add"),
+                                                         (50, True, "original")], ids=["18", "50", "50-public"])
+def test_released_fb_resnets_equal_resnet_lua_changed_as_their_readme_and_issues_say(depth, projection_bn, unit):
+    block = FB_IMAGENET[depth][0]
+    ours = net(depth=depth, block=block, stem="imagenet", shortcut="B", unit=unit, projection_bn=projection_bn,
+               num_classes=1000)
+    randomise_bn(ours)
+    ref = fb_resnet_imagenet(depth, projection_bn, bn_after_add=unit == "bn_after_add")
+    copy_in_order(ours, ref)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for mode in (False, True):
+        ours.train(mode), ref.train(mode)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_preresnet_with_stage_entry_branch_equals_fb_resnet_torch_at_c530106():
+    ours = net(family="preresnet", depth=50, block="bottleneck", stem="imagenet", shortcut="B", stage_entry="branch",
+               projection_bn=True, num_classes=1000)
+    randomise_bn(ours)
+    ref = fb_preresnet_imagenet_c530106(50)
+    copy_in_order(ours, ref)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    for mode in (False, True):
+        ours.train(mode), ref.train(mode)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
 ZERO_INIT_UNITS = [

@@ -188,6 +188,10 @@ BAD_MODELS = [
     (dict(depth=20, shortcut="none", relu_after_add=False), "relu_after_add=False with shortcut=none leaves no "
                                                             "nonlinearity"),
     (dict(depth=20, shortcut="none", zero_init_residual=True), "zero_init_residual=True with shortcut=none zeroes"),
+    (dict(depth=20, projection_bn=False), "projection_bn=False but shortcut A has no projection; use shortcut B or C"),
+    (dict(depth=20, stage_entry="both"), "stage_entry='both' but unit original has no pre-activation to place"),
+    (dict(family="preresnet", depth=20, stage_entry="split"), "stage_entry='split' is not valid; choose one of "
+                                                              "branch, both, none"),
 ]
 BAD_IDS = [m.split(" ")[0] + "-" + "-".join(map(str, kw.values())) for kw, m in BAD_MODELS]
 

@@ -164,7 +164,7 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, shape: BlockShape, in_channels: int, width: int, stride: int = 1, *, unit: str = "original",
                  relu_after_add: bool | None = None, shortcut: str = "B", dropout: float = 0.0,
-                 entry: str = "branch", stride_on: str = "3x3"):
+                 entry: str = "branch", stride_on: str = "3x3", projection_bn: bool | None = None):
         super().__init__()
         self.layout = layout = layout_for(unit, relu_after_add)
         convs = shape.convs(in_channels, width, stride, stride_on)
@@ -180,7 +180,8 @@ class ResidualUnit(nn.Module):
                 layers.append(nn.Dropout(dropout))
             layers.append(conv)
         self.branch = nn.Sequential(*layers, *_layers(layout.after_last, out_channels))
-        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=not layout.preact)
+        with_bn = not layout.preact if projection_bn is None else projection_bn
+        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=with_bn)
         self.after_add = nn.Sequential(*_layers(layout.after_add, out_channels))
         self.out_channels = out_channels
 

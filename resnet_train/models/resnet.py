@@ -87,11 +87,13 @@ def build_model(spec: ModelSpec, num_classes: int = 10) -> ResNet:
     # Every stage's first pre-activation unit activates before the split, but on ImageNet the
     # stem ends in BN-ReLU and max-pool, so stage 1's first unit does not (fb.resnet.torch
     # preresnet.lua@985e569:114-125,150: 'first' -> 'no_preact').
-    entries = ["none" if spec.stem == "imagenet" and i == 0 else "both" for i in range(len(units))]
+    entries = [spec.stage_entry or ("none" if spec.stem == "imagenet" and i == 0 else "both")
+               for i in range(len(units))]
     stages = [Stage(d, w * spec.widen_factor, s, e)
               for d, w, s, e in zip(units, base_widths[:len(units)], strides, entries, strict=True)]
     make_unit = partial(ResidualUnit, block, unit=spec.resolved_unit, relu_after_add=spec.relu_after_add,
-                        shortcut=spec.shortcut, dropout=spec.dropout, stride_on=spec.bottleneck_stride)
+                        shortcut=spec.shortcut, dropout=spec.dropout, stride_on=spec.bottleneck_stride,
+                        projection_bn=spec.projection_bn)
     preact = UNIT_LAYOUTS[spec.resolved_unit].preact
     stem = imagenet_stem(stem_channels) if spec.stem == "imagenet" else cifar_stem(stem_channels, not preact)
     model = ResNet(stem, stem_channels, stages, make_unit, num_classes, final_bn_relu=preact)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .blocks import BLOCK_SHAPES, BOTTLENECK_STRIDES, SHORTCUTS, UNIT_LAYOUTS, UNITS, layout_for
+from .blocks import BLOCK_SHAPES, BOTTLENECK_STRIDES, PREACT_ENTRIES, SHORTCUTS, UNIT_LAYOUTS, UNITS, layout_for
 from .init import INIT_SCHEMES
 
 STEMS = ("cifar", "imagenet")
@@ -85,6 +85,15 @@ class ModelSpec:
     # 0.1 by default in both). null: the average of the epoch's batches so far, restarted at each
     # epoch: gcr's "dynamic" momentum 1 / (1 + n) (the Torch blog's BN momentum table).
     bn_momentum: Optional[float] = 0.1
+    # A projection shortcut (B, C) is conv-BN in post-activation units, a bare conv in
+    # pre-activation ones (fb.resnet.torch models/resnet.lua and preresnet.lua@985e569:33-36);
+    # true/false forces either (fb.resnet.torch's released ResNet-18/34/50 have no BN there).
+    projection_bn: Optional[bool] = None
+    # Where the first unit of each stage of a pre-activation net applies BN-ReLU: null: before the
+    # split ("both"; ImageNet stage 1: "none", the stem ends in BN-ReLU), as fb.resnet.torch@985e569
+    # and He's code; "branch": inside the branch like every other unit, the shortcut taking the raw
+    # input, as fb.resnet.torch@c530106 (its released ResNet-200); "both"/"none" force those.
+    stage_entry: Optional[str] = None
 
     @property
     def resolved_unit(self) -> str:
@@ -95,6 +104,15 @@ class ModelSpec:
         """resnet-110, preresnet-1001, wrn-28-10, plain-56: the names the papers use."""
         widen = f"-{self.widen_factor}" if self.family == "wrn" else ""
         return f"{'plain' if self.plain else self.family}-{self.depth}{widen}"
+
+    @property
+    def layout_text(self) -> str:
+        """'basic blocks, original unit, shortcut A', and the structural keys set away from null."""
+        shortcut = f"shortcut {self.shortcut}"
+        if self.projection_bn is not None:
+            shortcut += " with BN" if self.projection_bn else " without BN"
+        entry = f", stage entry {self.stage_entry}" if self.stage_entry else ""
+        return f"{self.block} blocks, {self.resolved_unit} unit, {shortcut}{entry}"
 
     @property
     def plain(self) -> bool:
@@ -111,6 +129,8 @@ class ModelSpec:
         _choice("init", self.init, INIT_SCHEMES)
         if self.unit is not None:
             _choice("unit", self.unit, UNITS)
+        if self.stage_entry is not None:
+            _choice("stage_entry", self.stage_entry, PREACT_ENTRIES)
         if not isinstance(self.widen_factor, int) or isinstance(self.widen_factor, bool) or self.widen_factor <= 0:
             raise ModelError("widen_factor", self.widen_factor, "must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
@@ -129,6 +149,12 @@ class ModelSpec:
             raise ModelError("zero_init_residual", True, f"cannot zero a branch that ends in a ReLU (unit "
                                                          f"{self.resolved_unit}): it would output 0 and never get a "
                                                          f"gradient; leave zero_init_residual false")
+        if self.projection_bn is not None and self.shortcut not in ("B", "C"):
+            raise ModelError("projection_bn", self.projection_bn, f"but shortcut {self.shortcut} has no projection; "
+                                                                  f"use shortcut B or C, or leave projection_bn unset")
+        if self.stage_entry is not None and not layout.preact:
+            raise ModelError("stage_entry", self.stage_entry, f"but unit {self.resolved_unit} has no pre-activation "
+                                                              f"to place; leave stage_entry unset")
         if self.plain:
             self._check_plain()
         return self._units_per_stage()
