@@ -21,6 +21,7 @@ WARMUP_MODES = ("constant", "linear")
 DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder", "synthetic", "cifar10_sample")
 AUGMENTATIONS = ("cifar", "imagenet", "none")
 PAD_MODES = ("zero", "black", "reflect")
+CROP_ASPECTS = ("uniform", "squared")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 GRAD_NORM_GROUPS = ("stage", "unit")
 
@@ -92,6 +93,10 @@ class DataConfig:
     drop_last: bool = False
     color_jitter: float = 0.0  # imagenet augmentation: brightness, contrast and saturation strength
     lighting: float = 0.0  # imagenet augmentation: std of AlexNet's PCA lighting noise
+    # imagenet augmentation, the crop's aspect ratio: uniform: w/h = a, a uniform in [3/4, 4/3]
+    # (fb.resnet.torch from d4b9406, 2016-02-19); squared: w/h = a^2, as the code before that fix
+    # drew it, the code of fb.resnet.torch's released ResNet-18, -34, -50 and -101.
+    crop_aspect: str = "uniform"
     val_size: int = 0  # training images held out as validation (He 2015 used 5000)
     # SVHN only: train on train_32x32.mat and extra_32x32.mat together (73,257 + 531,131 images), the
     # usual SVHN protocol; false trains on train_32x32.mat alone.
@@ -256,6 +261,10 @@ def validate(cfg: Config) -> None:
     _choice("data.pad_mode", d.pad_mode, PAD_MODES)
     _choice("data.normalize", d.normalize, NORMALIZATIONS)
     _choice("data.sampler", d.sampler, SAMPLERS)
+    _choice("data.crop_aspect", d.crop_aspect, CROP_ASPECTS)
+    if d.crop_aspect != "uniform" and d.augment != "imagenet":
+        raise ValueError(f"data.crop_aspect={d.crop_aspect} shapes the random-sized crop of data.augment=imagenet, "
+                         f"but data.augment={d.augment}; leave data.crop_aspect=uniform")
     if d.pad_mode == "black" and d.normalize != "channel":
         raise ValueError("data.pad_mode=black pads before normalising, which only data.normalize=channel allows "
                          "(a per-pixel mean would not line up with the shifted image); use data.pad_mode=zero")

@@ -104,18 +104,18 @@ def _uniform(a: float, b: float) -> float:
     return a + (b - a) * torch.rand(()).item()
 
 
-def _randint(lo: int, hi: int) -> int:  # Lua's torch.random(lo, hi): both ends included
-    return int(torch.randint(lo, hi + 1, ()).item())
-
-
 class RandomSizedCrop(torch.nn.Module):
     """A crop of 8-100% of the area with aspect ratio w/h uniform in [3/4, 4/3], turned upright or
     sideways with a coin flip, rescaled to size x size; after 10 crops that do not fit,
-    Scale(size) + CenterCrop(size) (transforms.lua:130-163)."""
+    Scale(size) + CenterCrop(size) (transforms.lua:130-163).
 
-    def __init__(self, size: int):
+    squared=True draws as the code before d4b9406 ("Fix aspect ratio jitter", 2016-02-19), which
+    trained the released ResNet-18/34/50/101: sides sqrt(area)·a and sqrt(area)/a, so w/h = a^2 in
+    [9/16, 16/9], and offsets floor(U(0, n + 0.99)) (transforms.lua@6f9402d:131-150)."""
+
+    def __init__(self, size: int, squared: bool = False):
         super().__init__()
-        self.size = size
+        self.size, self.squared = size, squared
         self.fallback = torch.nn.Sequential(Scale(size), CenterCrop(size))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -123,13 +123,21 @@ class RandomSizedCrop(torch.nn.Module):
         for _ in range(10):
             area = _uniform(0.08, 1.0) * height * width
             aspect = _uniform(3 / 4, 4 / 3)
-            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if self.squared:
+                w, h = round(math.sqrt(area) * aspect), round(math.sqrt(area) / aspect)
+            else:
+                w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if torch.rand(()).item() < 0.5:
                 w, h = h, w
             if h <= height and w <= width:
-                y, x = _randint(0, height - h), _randint(0, width - w)
+                y, x = self._offset(height - h), self._offset(width - w)
                 return scale(image[..., y:y + h, x:x + w], self.size, self.size)
         return self.fallback(image)
+
+    def _offset(self, room: int) -> int:
+        if self.squared:
+            return math.floor(_uniform(0, room + 0.99))
+        return int(torch.randint(0, room + 1, ()).item())  # Lua's torch.random(0, room)
 
 
 def _grey(image: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,9 @@ BAD_VALUES = [
     (["device=tpu"], "device='tpu' is not valid"),
     (["sched.milestones=[123,82]"], "milestones must be increasing"),
     (["train.cuda_graphs=true", "train.compile=reduce-overhead"], "both capture CUDA graphs"),
+    (["data.crop_aspect=cubic"], "data.crop_aspect='cubic' is not valid; choose one of uniform, squared"),
+    (["data.crop_aspect=squared"], "data.crop_aspect=squared shapes the random-sized crop of data.augment=imagenet, "
+                                   "but data.augment=cifar; leave data.crop_aspect=uniform"),
     (["model.bn_momentum=0"], "model.bn_momentum=0.0 must lie in (0, 1] (each batch's weight in BN's running"),
     (["model.bn_momentum=1.5"], "model.bn_momentum=1.5 must lie in (0, 1]"),
     (["model.bn_momentum=null", "train.cuda_graphs=true"], "model.bn_momentum=null (BN statistics averaged over each "

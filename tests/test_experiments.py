@@ -90,14 +90,17 @@ def test_imagenet_recipe_matches_fb_resnet_torch(compose):
     assert (cfg.data.color_jitter, cfg.data.lighting, cfg.data.augment) == (0.4, 0.1, "imagenet")
 
 
-@pytest.mark.parametrize("name, unit, projection_bn, stage_entry", [
-    ("resnet18", None, False, None), ("resnet34", None, False, None), ("resnet50", "bn_after_add", False, None),
-    ("resnet101", None, None, None), ("resnet152", None, None, None), ("preresnet200", None, True, "branch")])
-def test_imagenet_arms_are_the_released_models(compose, name, unit, projection_bn, stage_entry):
+@pytest.mark.parametrize("name, unit, projection_bn, stage_entry, crop_aspect", [
+    ("resnet18", None, False, None, "squared"), ("resnet34", None, False, None, "squared"),
+    ("resnet50", "bn_after_add", False, None, "squared"), ("resnet101", None, None, None, "squared"),
+    ("resnet152", None, None, None, "uniform"), ("preresnet200", None, True, "branch", "uniform")])
+def test_imagenet_arms_are_the_released_models(compose, name, unit, projection_bn, stage_entry, crop_aspect):
     """fb.resnet.torch's figures are those of its released models (pretrained/README.md@985e569),
-    which differ from its models/*.lua as docs/fidelity.md says."""
-    model = compose(f"experiment=imagenet/{name}").model
-    assert (model.unit, model.projection_bn, model.stage_entry) == (unit, projection_bn, stage_entry)
+    which differ from its models/*.lua, and were partly trained before a fix of its crop, as
+    docs/fidelity.md says."""
+    cfg = compose(f"experiment=imagenet/{name}")
+    assert (cfg.model.unit, cfg.model.projection_bn, cfg.model.stage_entry) == (unit, projection_bn, stage_entry)
+    assert cfg.data.crop_aspect == crop_aspect
 
 
 def write_image_folder(root, per_class_train=4, per_class_val=2):

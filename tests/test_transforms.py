@@ -82,11 +82,12 @@ def crop_box(out: torch.Tensor) -> tuple[float, float, float, float]:
     return x0, y0, x1 - x0 + 1, y1 - y0 + 1
 
 
-def test_random_sized_crop_draws_fb_resnet_torchs_boxes():
+@pytest.mark.parametrize("squared", [False, True], ids=["uniform", "squared"])
+def test_random_sized_crop_draws_fb_resnet_torchs_boxes(squared):
     height, width = 150, 150  # square, so upright and sideways crops fit alike
     coords = torch.stack([torch.arange(width).float().expand(height, width),
                           torch.arange(height).float()[:, None].expand(height, width), torch.zeros(height, width)])
-    crop = fb.RandomSizedCrop(24)
+    crop = fb.RandomSizedCrop(24, squared=squared)
     torch.manual_seed(0)
     boxes = np.array([crop_box(crop(coords)) for _ in range(600)])
     x, y, w, h = boxes.T.round(3)
@@ -95,9 +96,11 @@ def test_random_sized_crop_draws_fb_resnet_torchs_boxes():
     area = w * h / (height * width)
     assert area.min() > 0.07 and area.max() <= 1
     aspect = w / h
-    # The ratio is uniform in [3/4, 4/3] before the coin flip, so upright and sideways are alike
-    # and never beyond 4/3 either way (up to rounding of w and h).
-    assert aspect.min() > 0.75 * 0.9 and aspect.max() < 4 / 3 / 0.9
+    # The ratio is a, uniform in [3/4, 4/3], or a^2 (the code before d4b9406), before the coin flip,
+    # so upright and sideways are alike and never beyond 4/3 or 16/9 either way (up to rounding).
+    low, high = (9 / 16, 16 / 9) if squared else (3 / 4, 4 / 3)
+    assert aspect.min() > low * 0.9 and aspect.max() < high / 0.9
+    assert (aspect.max() > 1.5) == squared
     assert 0.4 < np.mean(aspect < 1) < 0.6
 
 
