@@ -164,13 +164,13 @@ def test_imagenet_transforms_run_in_fb_resnet_torchs_order():
 
 
 def test_imagenet_evaluation_is_scale_then_centre_crop():
-    pixels = np.random.default_rng(0).integers(0, 256, (250, 300, 3), dtype=np.uint8)
-    out = eval_transform(IMAGENET)(Image.fromarray(pixels))
+    cfg = DataConfig(name="imagefolder", image_size=28, augment="imagenet", mean=IMAGENET.mean, std=IMAGENET.std)
+    pixels = np.random.default_rng(0).integers(0, 256, (45, 53, 3), dtype=np.uint8)
+    out = eval_transform(cfg)(Image.fromarray(pixels))  # Scale(28 * 256 // 224 = 32), CenterCrop(28)
     image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-    scaled = torch.from_numpy(torch7_scale(image.numpy(), math.floor(300 / 250 * 256), 256))
-    expected = (scaled[:, 16:240, 42:266] - torch.tensor(IMAGENET.mean).view(3, 1, 1)) / torch.tensor(
-        IMAGENET.std).view(3, 1, 1)  # offsets ceil((256 - 224) / 2), ceil((307 - 224) / 2)
-    torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)
+    scaled = torch.from_numpy(torch7_scale(image.numpy(), math.floor(53 / 45 * 32), 32))  # 37 x 32
+    expected = (scaled[:, 2:30, 5:33] - torch.tensor(cfg.mean).view(3, 1, 1)) / torch.tensor(cfg.std).view(3, 1, 1)
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)  # offsets ceil(4 / 2), ceil(9 / 2) (round: 4)
 
 
 @pytest.mark.slow
