@@ -172,16 +172,24 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_preresnet_equals_fb_resnet_torch_preresnet_lua(shortcut, train):
-    ours = net(family="preresnet", depth=20, shortcut=shortcut)
+def assert_computes_as(ours: nn.Module, ref: nn.Module, x: torch.Tensor, tol: float = 1e-5) -> None:
+    """Our weights copied into the reference, BN statistics randomised first: the same outputs in
+    evaluation and in training mode."""
     randomise_bn(ours)
-    ref = fb_preresnet_cifar(20, shortcut)
     copy_in_order(ours, ref)
-    ours.train(train), ref.train(train)
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    for mode in (False, True):
+        ours.train(mode), ref.train(mode)
+        torch.testing.assert_close(ours(x), ref(x), rtol=tol, atol=tol)
+
+
+def _inputs(n: int, size: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+def test_preresnet_equals_fb_resnet_torch_preresnet_lua(shortcut):
+    assert_computes_as(net(family="preresnet", depth=20, shortcut=shortcut), fb_preresnet_cifar(20, shortcut),
+                       _inputs(4, 32, 1))
 
 
 def test_preresnet110_first_units_feed_the_shortcut_the_activated_input():
@@ -193,13 +201,7 @@ def test_preresnet110_first_units_feed_the_shortcut_the_activated_input():
 
 def test_preresnet_bottleneck_equals_he_resnet_pre_act_lua():
     ours = net(family="preresnet", depth=20, block="bottleneck", shortcut="B", bottleneck_stride="1x1")
-    randomise_bn(ours)
-    ref = he_preresnet_bottleneck(20)
-    copy_in_order(ours, ref)
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    for mode in (False, True):
-        ours.train(mode), ref.train(mode)
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert_computes_as(ours, he_preresnet_bottleneck(20), _inputs(4, 32, 2))
 
 
 def test_bottleneck_stride_position_and_resnet164_macs():
@@ -225,25 +227,14 @@ def test_released_fb_resnets_equal_resnet_lua_changed_as_their_readme_and_issues
     block = FB_IMAGENET[depth][0]
     ours = net(depth=depth, block=block, stem="imagenet", shortcut="B", unit=unit, projection_bn=projection_bn,
                num_classes=1000)
-    randomise_bn(ours)
     ref = fb_resnet_imagenet(depth, projection_bn, bn_after_add=unit == "bn_after_add")
-    copy_in_order(ours, ref)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    for mode in (False, True):
-        ours.train(mode), ref.train(mode)
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    assert_computes_as(ours, ref, _inputs(2, 64, 3), tol=1e-4)
 
 
 def test_preresnet_with_stage_entry_branch_equals_fb_resnet_torch_at_c530106():
     ours = net(family="preresnet", depth=50, block="bottleneck", stem="imagenet", shortcut="B", stage_entry="branch",
                projection_bn=True, num_classes=1000)
-    randomise_bn(ours)
-    ref = fb_preresnet_imagenet_c530106(50)
-    copy_in_order(ours, ref)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    for mode in (False, True):
-        ours.train(mode), ref.train(mode)
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    assert_computes_as(ours, fb_preresnet_imagenet_c530106(50), _inputs(2, 64, 4), tol=1e-4)
 
 
 ZERO_INIT_UNITS = [
