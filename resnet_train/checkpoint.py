@@ -36,7 +36,7 @@ class TrainState:
     step: int = 0  # iterations completed
     partial: EpochTotals = field(default_factory=EpochTotals)  # sums of the epoch in progress
     best: dict[str, Any] = field(default_factory=lambda: {"err": None, "epoch": None})
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluated epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch, evaluated or not
     train_seconds: float = 0.0
     train_images: int = 0
     # [start, end] of each earlier process's leg of the run (a resumed run has several), Unix

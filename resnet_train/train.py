@@ -263,10 +263,10 @@ def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm,
     state.train_images += totals.images
     scalars = {"train/loss": totals.loss, "train/err": totals.err, "lr": run.lr_fn(state.step - 1),
                "perf/img_per_s": totals.images / totals.seconds, "perf/epoch_s": totals.seconds}
-    improved = False
+    record: dict[str, Any] = {"epoch": state.epoch, "step": state.step, "lr": scalars["lr"],
+                              "train_loss": totals.loss, "train_err": totals.err}
+    improved, evaluated = False, ""
     if results is not None:
-        record: dict[str, Any] = {"epoch": state.epoch, "step": state.step, "lr": scalars["lr"],
-                                  "train_loss": totals.loss, "train_err": totals.err}
         for name, res in results.items():
             for k, v in res.items():
                 scalars[f"{name}/{k}"] = record[f"{name}_{k}"] = v
@@ -274,9 +274,11 @@ def end_of_epoch(run: Run, state: TrainState, totals: EpochTotals, bar: tqdm,
         improved = state.best["err"] is None or err < state.best["err"]
         if improved:
             state.best = {"err": err, "epoch": state.epoch, "test_err": record["test_err"]}
+        evaluated = f"  {run.select} err {err:.2f}%"
+    if run.dist.is_main:  # every epoch, its evaluation where one was due (train.eval_every)
         state.history.append(record)
         run.logger.record(record)
-        log.info(f"{run.tag}epoch {state.epoch}  train err {totals.err:.2f}%  {run.select} err {err:.2f}%  "
+        log.info(f"{run.tag}epoch {state.epoch}  train err {totals.err:.2f}%{evaluated}  "
                  f"({totals.images / totals.seconds:.0f} img/s)")
     run.logger.scalars(scalars, state.epoch)
     bar.update(1)

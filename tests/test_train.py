@@ -36,6 +36,18 @@ def test_resumed_run_equals_uninterrupted_run(tiny, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_every_evaluates_each_nth_and_the_last_epoch_and_records_every_epoch(tiny, tmp_path, caplog):
+    caplog.set_level("INFO", logger="resnet_train.train")
+    summary = train(tiny(epochs=3, **{"train.eval_every": 2}), tmp_path)
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and all("train_err" in r for r in records)
+    assert ["test_err" in r for r in records] == [False, True, True]
+    assert summary["final_test_err"] == records[-1]["test_err"] and summary["best_epoch"] in (2, 3)
+    epochs = [m for m in caplog.messages if m.startswith("epoch ")]
+    assert len(epochs) == 3 and "test err" not in epochs[0] and all("test err" in m for m in epochs[1:])
+
+
+@pytest.mark.slow
 def test_resume_auto_starts_fresh_then_continues(tiny, tmp_path):
     run = tmp_path / "run"
     first = train(tiny(epochs=1, resume="auto"), run)
