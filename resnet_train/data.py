@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import signal
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -513,10 +514,19 @@ def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
                     cfg.num_classes, norm)
 
 
-def _seed_worker(_worker_id: int) -> None:
-    # torch seeds each worker; numpy and random follow it, for any code that draws from them.
+def _init_worker(_worker_id: int) -> None:
+    """Each loader worker leaves its parent's process group and ignores SIGINT and SIGUSR1: a
+    signal meant for the run (Ctrl-C, `timeout`, a scheduler's warning) reaches the whole group,
+    and a worker it killed would end the run with a traceback at whatever step was running,
+    instead of the main process's graceful stop (interrupt.py), which then shuts the workers down.
+    The parent's own SIGTERM, sent to the worker alone, still ends it (torch's worker handler)."""
+    import os
     import random
 
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # torch seeds each worker; numpy and random follow it, for any code that draws from them.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -537,7 +547,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, num_workers: int, pin_memo
     Each loader has its own generator: otherwise every new epoch's iterator draws its workers'
     base seed from the global RNG, and a run resumed mid-epoch would see other dropout masks."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=num_workers > 0,
+                      pin_memory=pin_memory, worker_init_fn=_init_worker, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(0),
                       multiprocessing_context=_worker_context() if num_workers else None)
 

@@ -78,6 +78,33 @@ def test_mid_epoch_stop_resumes_exactly_in_process(tiny, tmp_path, monkeypatch):
     assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_process_group_stops_a_sweep_with_loader_workers_gracefully(tmp_path, sig):
+    """`timeout`, Ctrl-C and schedulers signal the whole process group, loader workers included.
+    A worker killed by it once ended the job with a traceback mid-step, unsaved, and the sweep went
+    on with its next job; now the run stops as on a signal to itself, and so does the sweep."""
+    import os
+
+    args = [*TINY, "data.num_workers=2", "data.train_size=1024", "train.batch_size=32", "train.epochs=3"]
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_train", "-m", *args, "seed=0,1",
+                             f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = sweep / "0_seed=0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not metrics.exists() or not metrics.read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert f"interrupted by {sig.name}" in err and "Traceback" not in err and "DataLoader worker" not in err
+    assert load_checkpoint(sweep / "0_seed=0" / "last.pt")["epoch"] >= 1
+    assert not (sweep / "1_seed=1").exists()  # the sweep stopped with its first job
+
+
 # ---------------------------------------------------------------- atomic checkpoints
 
 KILL_MIDWAY = """
