@@ -220,7 +220,11 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
     except Interrupted as exc:
         # The whole process stops, a sweep included: the signal was meant for it (e.g. preemption).
         if distributed.from_env().is_main:
-            print(f"resnet-train: {exc}", file=sys.stderr, flush=True)
+            rest = ""
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                rest = (f". The sweep stopped with this job: to finish every job, run the sweep's command again with "
+                        f"hydra.sweep.dir={hydra_cfg.sweep.dir} resume=auto")
+            print(f"resnet-train: {exc}{rest}", file=sys.stderr, flush=True)
         if exc.forward is not None:  # e.g. submitit requeues the job, then exits
             exc.forward(exc.signum, None)
         sys.exit(128 + exc.signum)

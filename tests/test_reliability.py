@@ -101,6 +101,7 @@ def test_a_signal_to_the_process_group_stops_a_sweep_with_loader_workers_gracefu
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
     assert f"interrupted by {sig.name}" in err and "Traceback" not in err and "DataLoader worker" not in err
+    assert f"run the sweep's command again with hydra.sweep.dir={sweep} resume=auto" in err
     assert load_checkpoint(sweep / "0_seed=0" / "last.pt")["epoch"] >= 1
     assert not (sweep / "1_seed=1").exists()  # the sweep stopped with its first job
 
