@@ -285,12 +285,20 @@ def test_report_degradation_table_orderings_and_fig6_plot(tmp_path):
     assert "He 2015 Fig. 6" not in text.split("## Not yet run")[1]
 
 
-def test_report_degradation_orderings_wait_for_every_depth(tmp_path):
+def test_report_degradation_orderings_need_two_depths_and_name_those_not_run(tmp_path):
     fake_degradation_run(tmp_path / "runs" / "0", "plain", 20, 0, 2.0, 9.0)
     text = report_of(tmp_path / "runs")
     assert "| 32 | 0 | not run | – | 0 | not run | – |" in text
     assert "- He 2015 Fig. 6, plain nets: the final training error rises with depth 20 → 32 → 44 → 56: not run yet" \
         in text
+    fake_degradation_run(tmp_path / "runs" / "1", "plain", 56, 0, 7.0, 13.0)
+    fake_degradation_run(tmp_path / "runs" / "2", "resnet", 20, 0, 3.0, 8.8)
+    fake_degradation_run(tmp_path / "runs" / "3", "resnet", 44, 0, 3.5, 7.2)
+    text = report_of(tmp_path / "runs")
+    assert ("- He 2015 Fig. 6, plain nets: the final training error rises with depth 20 → 32 → 44 → 56: agrees on "
+            "depths 20, 56 (32, 44 not run) (2.00, 7.00)") in text
+    assert ("- He 2015 Fig. 6, ResNets: the final training error falls with depth 20 → 32 → 44 → 56: DISAGREES on "
+            "depths 20, 44 (32, 56 not run) (3.00, 3.50)") in text
 
 
 def test_published_deltas_set_means_beside_means(tmp_path):
