@@ -9,6 +9,7 @@ normalised float tensors.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from torchvision.transforms import v2
 
 from . import transforms as fb
 from .config import DataConfig
+from .interrupt import GracefulStop
 
 
 class DataError(Exception):
@@ -515,17 +517,18 @@ def build_datasets(cfg: DataConfig, seed: int) -> Datasets:
 
 
 def _init_worker(_worker_id: int) -> None:
-    """Each loader worker leaves its parent's process group and ignores SIGINT and SIGUSR1: a
-    signal meant for the run (Ctrl-C, `timeout`, a scheduler's warning) reaches the whole group,
-    and a worker it killed would end the run with a traceback at whatever step was running,
-    instead of the main process's graceful stop (interrupt.py), which then shuts the workers down.
+    """Each loader worker leaves its parent's process group and ignores the signals a run stops on
+    (GracefulStop.SIGNALS), SIGTERM aside: a signal meant for the run (Ctrl-C, `timeout`, a
+    scheduler's warning) reaches the whole group, and a worker it killed would end the run with a
+    traceback at whatever step was running, instead of the main process's graceful stop, which
+    then shuts the workers down.
     The parent's own SIGTERM, sent to the worker alone, still ends it (torch's worker handler)."""
-    import os
     import random
 
     os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    for signum in GracefulStop.SIGNALS:
+        if signum != signal.SIGTERM:
+            signal.signal(signum, signal.SIG_IGN)
     # torch seeds each worker; numpy and random follow it, for any code that draws from them.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)

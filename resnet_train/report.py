@@ -516,10 +516,13 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
         r = first_variant(runs, experiment, model, data)
         return statistics.fmean(r.train_errors) if r and r.train_errors else None
 
+    def said(name: str, ok: bool, values: list[float], where: str = "") -> str:
+        return f"- {name}: {'agrees' if ok else 'DISAGREES'}{where} ({', '.join(f'{v:.2f}' for v in values)})"
+
     def verdict(name: str, values: list[float | None], test) -> str:
         if any(v is None for v in values):
             return f"- {name}: not run yet"
-        return f"- {name}: {'agrees' if test(*values) else 'DISAGREES'} ({', '.join(f'{v:.2f}' for v in values)})"
+        return said(name, test(*values), values)
 
     def by_depth(name: str, values: list[float | None], rises: bool) -> str:
         """A monotone ordering over DEGRADATION_DEPTHS, checked on the depths that ran (two or more),
@@ -531,7 +534,7 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
         ok = all((a < b) if rises else (a > b) for a, b in zip(e, e[1:], strict=False))
         missing = [str(d) for d, v in zip(DEGRADATION_DEPTHS, values, strict=True) if v is None]
         where = f" on depths {', '.join(str(d) for d, _ in ran)} ({', '.join(missing)} not run)" if missing else ""
-        return f"- {name}: {'agrees' if ok else 'DISAGREES'}{where} ({', '.join(f'{v:.2f}' for v in e)})"
+        return said(name, ok, e, where)
 
     depth = [mean(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
     blog = [mean(f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
