@@ -168,10 +168,6 @@ class Runs:
     def mean(self) -> float:
         return statistics.fmean(self.errors)
 
-    @property
-    def std(self) -> float:
-        return statistics.stdev(self.errors) if self.n > 1 else 0.0
-
 
 def union_seconds(intervals: list[list[float]]) -> float:
     """The length of the union of [start, end] intervals."""
@@ -411,7 +407,7 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
     for arm in group.arms:
         for label, r in variants(runs, arm.experiment, arm.model) or [(arm.experiment, None)]:
             on = r.data(arm.home) if r else arm.home
-            ours = f"{r.mean:.2f} ± {r.std:.2f}" if r else "not run"
+            ours = _mean_std(r.errors) if r else "not run"
             best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
             # Another arm's row changed from its recipe is set against the reference changed alike (a
             # shortened sweep of every arm) where that ran; every other row against the reference's recipe.
@@ -453,9 +449,12 @@ def statistic_notes(group: Group, runs: dict[tuple[str, str], Runs]) -> list[str
 
 
 def _mean_std(values: list[float]) -> str:
+    """"12.34 ± 0.56" over several runs; one run has no spread to show, so just its value."""
     if not values:
         return "–"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def degradation_table(runs: dict[tuple[str, str], Runs], data: str) -> list[str]:
@@ -631,7 +630,8 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
            screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None,
            responses: dict[tuple[str, str], list[list[float]]] | None = None) -> str:
     lines = ["# Reproduction results", "", *([note, ""] if note else []),
-             "Each row: the mean final test error over seeds (n runs), the mean epoch of the lowest test error, "
+             "Each row: the mean final test error over seeds (n runs; ± their standard deviation where n > 1), "
+             "the mean epoch of the lowest test error, "
              "the published error on the row's data (CIFAR-10 unless the cell names other data; a best or median of "
              "several runs where the source says so), and both deltas to the group's first arm on that data. "
              "Written by `resnet-train-report`.", ""]
@@ -658,7 +658,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
     extra = sorted(k for k in runs if (k[0].split(" [")[0], k[1]) not in known)
     if extra:
         lines += ["## Other runs", "", "| experiment | model | n | test error % (mean ± std) |", "|---|---|---|---|"]
-        lines += [f"| {e} | {m} | {runs[e, m].n} | {runs[e, m].mean:.2f} ± {runs[e, m].std:.2f} |" for e, m in extra]
+        lines += [f"| {e} | {m} | {runs[e, m].n} | {_mean_std(runs[e, m].errors)} |" for e, m in extra]
         lines.append("")
     lines += ["## Expected orderings", "", *goal_checks(runs), ""]
     if responses:

@@ -65,7 +65,7 @@ def test_report_tables_deltas_checks_and_plots(runs):
     assert "- Blog, ResNet-110: no ReLU after the addition lands within ±0.7 of the original: agrees" in text
     assert "- He 2015: error falls with depth 20 → 110, and ResNet-110 is at least 2 points below ResNet-20: not run" \
         in text
-    assert "| - | resnet-8 | 1 | 70.00 ± 0.00 |" in text  # runs outside the published groups are listed too
+    assert "| - | resnet-8 | 1 | 70.00 |" in text  # runs outside the published groups are listed too
     assert "blog/adam | resnet-110 | 0 | not run" in text  # unfinished runs do not count
     not_run = text.split("## Not yet run")[1]
     assert "He 2015 Table 6: depth" in not_run and "Wide ResNets" in not_run
@@ -157,13 +157,13 @@ def test_published_figures_stand_beside_runs_on_their_data(tmp_path):
                                           ("wrn/wrn_28_10_dropout", "cifar100", 19.0)]):
         fake_run_on(tmp_path / "runs" / str(n), arm, err, data)
     text = report_of(tmp_path / "runs")
-    assert ("| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 ± 0.00 | 3 | 4.00 (median of 5) | +0.00 "
+    assert ("| wrn/wrn_28_10 [data.name=cifar10] | wrn-28-10 | 1 | 5.00 | 3 | 4.00 (median of 5) | +0.00 "
             "| +0.00 |") in text
-    assert ("| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 20.00 ± 0.00 | 3 | 19.25 (median of 5, cifar100) "
+    assert ("| wrn/wrn_28_10 [data.name=cifar100] | wrn-28-10 | 1 | 20.00 | 3 | 19.25 (median of 5, cifar100) "
             "| +0.00 | +0.00 |") in text
-    assert ("| wrn/wrn_28_10_dropout | wrn-28-10 | 1 | 19.00 ± 0.00 | 3 | 18.85 (median of 5, cifar100) | -1.00 "
+    assert ("| wrn/wrn_28_10_dropout | wrn-28-10 | 1 | 19.00 | 3 | 18.85 (median of 5, cifar100) | -1.00 "
             "| -0.40 |") in text
-    assert ("| wrn/wrn_28_10 [data.name=cifar10_sample] | wrn-28-10 | 1 | 7.00 ± 0.00 | 3 | "
+    assert ("| wrn/wrn_28_10 [data.name=cifar10_sample] | wrn-28-10 | 1 | 7.00 | 3 | "
             "– (runs on cifar10_sample) | +0.00 | – |") in text
     assert "- wrn/wrn_28_10 on cifar100: 19.25 is the median of 5 runs (szagoruyko/wide-residual-networks" in text
     assert "- wrn/wrn_28_10_dropout: 3.89 is the median of 5 runs" in text  # its CIFAR-10 figure, though not run
@@ -196,7 +196,7 @@ def test_deltas_are_taken_on_the_published_figures_data(tmp_path):
     for n, (arm, data, augment, err) in enumerate(arms):
         fake_run_on(tmp_path / "runs" / str(n), arm, err, data, augment=augment)
     text = report_of(tmp_path / "runs")
-    assert "| wrn/wrn_28_10_dropout | wrn-28-10 | 1 | 4.00 ± 0.00 | 3 | 3.89 (median of 5) | -1.00 | -0.11 |" in text
+    assert "| wrn/wrn_28_10_dropout | wrn-28-10 | 1 | 4.00 | 3 | 3.89 (median of 5) | -1.00 | -0.11 |" in text
 
 
 def test_report_rejects_missing_folders(tmp_path, capsys):
@@ -224,7 +224,7 @@ def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     full, screen = out.read_text().split("## Screening runs at 0.25 of each recipe's length")
     assert "| blog/original | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | +0.00 | +0.00 |" in full
     assert "blog/bn_after_add | resnet-110 | 0 | not run" in full  # a screening run is no full run
-    assert "| blog/bn_after_add | resnet-110 | 1 | 25.00 ± 0.00 | 3 | +5.00 |" in screen
+    assert "| blog/bn_after_add | resnet-110 | 1 | 25.00 | 3 | +5.00 |" in screen
     assert "6.97" not in screen and "13.56" not in screen  # never beside the published numbers
     assert "BN after the addition is at least 3 points worse than the original: agrees (20.00, 25.00)" in screen
     copied = {p.parent.name for p in (tmp_path / "results").rglob("summary.json")}
@@ -244,7 +244,7 @@ def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypat
     out = tmp_path / "report" / "results.md"
     assert main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| blog/original [optim.name=adam] | resnet-110 | 1 | 14.00 ± 0.00 | 3 | 6.97 | +0.00 |" in text
+    assert "| blog/original [optim.name=adam] | resnet-110 | 1 | 14.00 | 3 | 6.97 | +0.00 |" in text
     assert "| blog/original [optim.name=sgd] | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | -3.50 |" in text
     assert "| blog/original | resnet-110 |" not in text
     assert not list(work.iterdir())  # with --out, nothing lands in the working directory
@@ -399,24 +399,24 @@ def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tm
     for n, (seed, err, *overrides) in enumerate(runs):
         fake_recipe_run(tmp_path / "runs" / str(n), seed, err, *overrides)
     text = report_of(tmp_path / "runs")
-    assert ("| blog/rmsprop [optim.lr=0.001] | resnet-110 | 1 | 9.00 ± 0.00 | 3 | – (not the recipe: optim.lr) "
+    assert ("| blog/rmsprop [optim.lr=0.001] | resnet-110 | 1 | 9.00 | 3 | – (not the recipe: optim.lr) "
             "| +1.00 | – |") in text
-    assert ("| blog/original [train.amp=False,train.cuda_graphs=True] | resnet-110 | 1 | 8.00 ± 0.00 | 3 | 6.97 "
+    assert ("| blog/original [train.amp=False,train.cuda_graphs=True] | resnet-110 | 1 | 8.00 | 3 | 6.97 "
             "| +0.00 | +0.00 |") in text
-    assert ("| blog/original [train.amp=True,train.cuda_graphs=False] | resnet-110 | 1 | 8.50 ± 0.00 | 3 | 6.97 "
+    assert ("| blog/original [train.amp=True,train.cuda_graphs=False] | resnet-110 | 1 | 8.50 | 3 | 6.97 "
             "| +0.50 | +0.00 |") in text
-    assert "| blog/adadelta | resnet-110 | 1 | 9.50 ± 0.00 | 3 | 8.88 | +1.50 | +1.91 |" in text
-    assert ("| blog/resnet20/original [model.init=gcr_fec67c0,train.iterations=78125] | resnet-20 | 1 | 9.90 ± 0.00 "
+    assert "| blog/adadelta | resnet-110 | 1 | 9.50 | 3 | 8.88 | +1.50 | +1.91 |" in text
+    assert ("| blog/resnet20/original [model.init=gcr_fec67c0,train.iterations=78125] | resnet-20 | 1 | 9.90 "
             "| 3 | 8.29 |") in text
-    assert ("| blog/resnet20/original [model.init=gcr,train.iterations=78125] | resnet-20 | 1 | 9.70 ± 0.00 | 3 | "
+    assert ("| blog/resnet20/original [model.init=gcr,train.iterations=78125] | resnet-20 | 1 | 9.70 | 3 | "
             "– (not the recipe: "
             "model.init) | -0.20 | – |") in text
     assert "SGD < RMSprop < Adadelta < Adagrad, Adagrad worst by at least 2 points: not run yet" in text
     # Arms shortened alike are compared with each other, never with the published figures.
-    assert ("| blog/resnet20/bn_momentum_dynamic [train.iterations=100] | resnet-20 | 1 | 31.00 ± 0.00 | 3 | – (not "
+    assert ("| blog/resnet20/bn_momentum_dynamic [train.iterations=100] | resnet-20 | 1 | 31.00 | 3 | – (not "
             "the recipe: train.iterations) | +1.00 | – |") in text
     # A screening run is held against its recipe at the same length.
-    assert "| blog/original | resnet-110 | 1 | 20.00 ± 0.00 | 3 | +0.00 |" in text.split("## Screening runs")[1]
+    assert "| blog/original | resnet-110 | 1 | 20.00 | 3 | +0.00 |" in text.split("## Screening runs")[1]
 
 
 def test_the_published_figures_pass_every_ordering_the_report_checks(tmp_path):
