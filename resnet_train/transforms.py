@@ -19,11 +19,16 @@ draws from torch's default generator, which `data.Transformed` seeds per sample.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 
+# Computing the taps took most of a resample's time (dozens of small tensor ops); an axis's taps
+# depend only on its two lengths, which repeat across crops and images. The cached tensors are shared:
+# read them, never write them.
+@functools.lru_cache(maxsize=4096)
 def _cubic_taps(src_len: int, dst_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The source indices (dst_len, 4) and weights (dst_len, 4) of Torch7's bicubic resampling of
     one axis (image.c:154-211): output di sits at di * (src_len - 1) / (dst_len - 1) (float32), is

@@ -47,6 +47,7 @@ def test_scale_is_torch7s_bicubic(size, out):
     ours = fb.scale(image, width=out[1], height=out[0])
     assert ours.shape == (3, *out)
     np.testing.assert_allclose(ours.numpy(), torch7_scale(image.numpy(), out[1], out[0]), rtol=0, atol=2e-6)
+    assert torch.equal(fb.scale(image, width=out[1], height=out[0]), ours)  # the cached taps stay as computed
 
 
 def test_scale_aligns_corners_and_does_not_antialias():
