@@ -352,7 +352,7 @@ def eval_transform(cfg: DataConfig, norm: Normalization | None = None):
     norm = norm or Normalization.for_data(cfg, None)
     ops: list = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if cfg.augment == "imagenet":  # imagenet.lua:95-99: the shorter side to 256, the centre 224 (scaled alike)
-        ops += [fb.Scale(cfg.image_size * 256 // 224), fb.CenterCrop(cfg.image_size)]
+        ops += [fb.ScaleCenterCrop(cfg.image_size * 256 // 224, cfg.image_size)]
     return v2.Compose(ops + [_normalize(norm)])
 
 

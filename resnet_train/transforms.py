@@ -54,14 +54,16 @@ def _cubic_taps(src_len: int, dst_len: int) -> tuple[torch.Tensor, torch.Tensor]
     return idx, w.float()
 
 
-def _scale_rows(image: torch.Tensor, dst_len: int) -> torch.Tensor:
-    """Resamples dim -2; gathering whole rows is 10x faster than gathering along the last dim."""
+def _scale_rows(image: torch.Tensor, dst_len: int, keep: slice) -> torch.Tensor:
+    """Resamples dim -2 to dst_len and returns the output rows `keep`; gathering whole rows is 10x
+    faster than gathering along the last dim."""
     src_len = image.shape[-2]
     if dst_len == src_len:
-        return image
+        return image[..., keep, :]
     if src_len == 1:
-        return image.expand(*image.shape[:-2], dst_len, image.shape[-1])
+        return image.expand(*image.shape[:-2], dst_len, image.shape[-1])[..., keep, :]
     idx, w = _cubic_taps(src_len, dst_len)
+    idx, w = idx[keep], w[keep]
     image = image.contiguous()
     out = image.index_select(-2, idx[:, 0]).mul_(w[:, 0, None])
     for k in range(1, 4):
@@ -69,29 +71,44 @@ def _scale_rows(image: torch.Tensor, dst_len: int) -> torch.Tensor:
     return out
 
 
-def scale(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Torch7's image.scale(image, width, height, 'bicubic'). Torch7 resamples rows, then
-    columns; the two passes are linear maps on different axes, so the order changes only float
-    rounding, and the columns go first here, where the gather is cheap."""
-    image = _scale_rows(image, height)
-    return _scale_rows(image.transpose(-1, -2), width).transpose(-1, -2).contiguous()
+def scale(image: torch.Tensor, width: int, height: int, rows: slice = slice(None),
+          cols: slice = slice(None)) -> torch.Tensor:
+    """Torch7's image.scale(image, width, height, 'bicubic'), or of its result only the window
+    [rows, cols]: each output pixel depends on its own taps alone, so a window costs only its own
+    pixels. Torch7 resamples rows, then columns; the two passes are linear maps on different axes,
+    so the order changes only float rounding, and the columns go first here, where the gather is
+    cheap."""
+    image = _scale_rows(image, height, rows)
+    return _scale_rows(image.transpose(-1, -2), width, cols).transpose(-1, -2).contiguous()
+
+
+def _shorter_side_to(height: int, width: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side `size`, the other in proportion, rounded down
+    (transforms.lua:36-50; a Lua number taken as a tensor size is truncated); an image whose
+    shorter side is already `size` keeps its size."""
+    if (width <= height and width == size) or (height <= width and height == size):
+        return width, height
+    if width < height:
+        return size, int(height / width * size)
+    return int(width / height * size), size
+
+
+def _centre(length: int, size: int) -> slice:
+    """The middle `size` of `length`, starting at ceil((length - size) / 2) (transforms.lua:53-59)."""
+    start = math.ceil((length - size) / 2)
+    return slice(start, start + size)
 
 
 class Scale(torch.nn.Module):
-    """The shorter side to `size`, the other in proportion, rounded down (transforms.lua:36-50; a
-    Lua number taken as a tensor size is truncated)."""
+    """The shorter side to `size`, the other in proportion (`_shorter_side_to`)."""
 
     def __init__(self, size: int):
         super().__init__()
         self.size = size
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[-2:]
-        if (w <= h and w == self.size) or (h <= w and h == self.size):
-            return image
-        if w < h:
-            return scale(image, self.size, int(h / w * self.size))
-        return scale(image, int(w / h * self.size), self.size)
+        width, height = _shorter_side_to(*image.shape[-2:], self.size)
+        return image if (height, width) == image.shape[-2:] else scale(image, width, height)
 
 
 class CenterCrop(torch.nn.Module):
@@ -101,8 +118,19 @@ class CenterCrop(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[-2:]
-        x, y = math.ceil((w - self.size) / 2), math.ceil((h - self.size) / 2)
-        return image[..., y:y + self.size, x:x + self.size]
+        return image[..., _centre(h, self.size), _centre(w, self.size)]
+
+
+class ScaleCenterCrop(torch.nn.Module):
+    """CenterCrop(crop)(Scale(size)(image)), resampling only the pixels the crop keeps."""
+
+    def __init__(self, size: int, crop: int):
+        super().__init__()
+        self.size, self.crop = size, crop
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        width, height = _shorter_side_to(*image.shape[-2:], self.size)
+        return scale(image, width, height, rows=_centre(height, self.crop), cols=_centre(width, self.crop))
 
 
 def _uniform(a: float, b: float) -> float:
@@ -121,7 +149,7 @@ class RandomSizedCrop(torch.nn.Module):
     def __init__(self, size: int, squared: bool = False):
         super().__init__()
         self.size, self.squared = size, squared
-        self.fallback = torch.nn.Sequential(Scale(size), CenterCrop(size))
+        self.fallback = ScaleCenterCrop(size, size)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]

@@ -75,6 +75,12 @@ def test_center_crop_rounds_its_offset_up():
     assert fb.CenterCrop(2)(image)[0, 0, 0] == image[0, 3, 3]  # ceil(5 / 2), ceil(6 / 2)
 
 
+@pytest.mark.parametrize("size", [(200, 333), (333, 200), (256, 300), (300, 256), (257, 1000), (1, 3)])
+def test_scale_and_centre_crop_in_one_resamples_only_the_window_and_computes_the_same(size):
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(fb.ScaleCenterCrop(256, 224)(image), fb.CenterCrop(224)(fb.Scale(256)(image)))
+
+
 def crop_box(out: torch.Tensor) -> tuple[float, float, float, float]:
     """The (x, y, w, h) a crop of a coordinate image came from: scaling keeps a linear ramp linear
     and maps corner to corner."""
