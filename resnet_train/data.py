@@ -340,8 +340,7 @@ def train_transform(cfg: DataConfig, norm: Normalization | None = None):
         return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), _normalize(norm), crop,
                                  v2.RandomHorizontalFlip()])
     if cfg.augment == "imagenet":  # fb.resnet.torch datasets/imagenet.lua@985e569:82-92, in its order
-        ops += [v2.ToDtype(torch.float32, scale=True),
-                fb.RandomSizedCrop(cfg.image_size, squared=cfg.crop_aspect == "squared")]
+        ops += [fb.RandomSizedCrop(cfg.image_size, squared=cfg.crop_aspect == "squared")]  # converts the crop
         ops += [fb.ColorJitter(cfg.color_jitter)] if cfg.color_jitter else []
         ops += [fb.Lighting(cfg.lighting)] if cfg.lighting else []
         return v2.Compose(ops + [_normalize(norm), v2.RandomHorizontalFlip()])

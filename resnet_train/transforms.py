@@ -23,6 +23,7 @@ import functools
 import math
 
 import torch
+from torchvision.transforms.v2.functional import to_dtype
 
 
 # Computing the taps took most of a resample's time (dozens of small tensor ops); an axis's taps
@@ -133,6 +134,10 @@ class ScaleCenterCrop(torch.nn.Module):
         return scale(image, width, height, rows=_centre(height, self.crop), cols=_centre(width, self.crop))
 
 
+def _as_float(image: torch.Tensor) -> torch.Tensor:
+    return to_dtype(image, torch.float32, scale=True)
+
+
 def _uniform(a: float, b: float) -> float:
     return a + (b - a) * torch.rand(()).item()
 
@@ -152,6 +157,8 @@ class RandomSizedCrop(torch.nn.Module):
         self.fallback = ScaleCenterCrop(size, size)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """A float (3, H, W) image on 0..1, or a uint8 one: then only the crop is converted, as
+        ToDtype(float32, scale=True) would convert it."""
         height, width = image.shape[-2:]
         for _ in range(10):
             area = _uniform(0.08, 1.0) * height * width
@@ -164,8 +171,8 @@ class RandomSizedCrop(torch.nn.Module):
                 w, h = h, w
             if h <= height and w <= width:
                 y, x = self._offset(height - h), self._offset(width - w)
-                return scale(image[..., y:y + h, x:x + w], self.size, self.size)
-        return self.fallback(image)
+                return scale(_as_float(image[..., y:y + h, x:x + w]), self.size, self.size)
+        return self.fallback(_as_float(image))
 
     def _offset(self, room: int) -> int:
         if self.squared:

@@ -1,8 +1,10 @@
 """Milliseconds per image of the ImageNet transforms on one CPU core: fb.resnet.torch's as
 resnet_train computes them (data=imagefolder) beside torchvision's look-alikes, and JPEG decoding.
-Divide a loader worker's 1000 ms by the sum to get its images per second.
+Divide a loader worker's 1000 ms by the sum to get its images per second. Each case first runs
+--warmup times untimed: a worker's steady state, in which the resampler's taps for every crop
+length it meets are cached.
 
-    python scripts/bench_transforms.py [--size 500x375] [--repeats 5]
+    python scripts/bench_transforms.py [--size 500x375] [--repeats 5] [--warmup 500]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="500x375", help="WIDTHxHEIGHT (500x375 is a common ImageNet size)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of 40 calls; the median round is printed")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed calls of each case first")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = smooth_jpeg(*map(int, args.size.split("x")))
@@ -50,6 +53,9 @@ def main() -> None:
              "train, torchvision look-alike": lambda: torchvision_train(image),
              "eval, fb.resnet.torch (ours)": lambda: ours_eval(image),
              "eval, torchvision look-alike": lambda: torchvision_eval(image)}
+    for fn in cases.values():
+        for _ in range(args.warmup):
+            fn()
     rounds: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeats):  # interleaved, so a noisy machine slows every case alike
         for name, fn in cases.items():

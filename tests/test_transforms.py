@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from resnet_train import transforms as fb
 from resnet_train.config import DataConfig
@@ -159,8 +160,7 @@ IMAGENET = DataConfig(name="imagefolder", image_size=224, augment="imagenet", co
 
 def test_imagenet_transforms_run_in_fb_resnet_torchs_order():
     names = [type(t).__name__ for t in train_transform(IMAGENET).transforms]
-    assert names == ["ToImage", "ToDtype", "RandomSizedCrop", "ColorJitter", "Lighting", "Normalize",
-                     "RandomHorizontalFlip"]
+    assert names == ["ToImage", "RandomSizedCrop", "ColorJitter", "Lighting", "Normalize", "RandomHorizontalFlip"]
     image = Image.new("RGB", (300, 200), (120, 60, 30))
     assert train_transform(IMAGENET)(image).shape == (3, 224, 224)
     out = eval_transform(IMAGENET)(image)
@@ -168,6 +168,18 @@ def test_imagenet_transforms_run_in_fb_resnet_torchs_order():
     # A flat image stays flat through Scale(256) + CenterCrop(224); its colour is just normalised.
     expected = (torch.tensor([120, 60, 30]) / 255 - torch.tensor(IMAGENET.mean)) / torch.tensor(IMAGENET.std)
     assert torch.allclose(out, expected.view(3, 1, 1).expand(3, 224, 224), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(300, 200), (4, 400)], ids=["crop", "fallback"])
+def test_random_sized_crop_of_a_uint8_image_equals_that_of_the_float_image(size):
+    """The training transform crops before converting to float (ToImage, then RandomSizedCrop)."""
+    pixels = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for image in (pixels, pixels.float() / 255, v2.ToDtype(torch.float32, scale=True)(pixels)):
+        torch.manual_seed(3)
+        outs.append(fb.RandomSizedCrop(16)(image))
+    assert outs[0].dtype == torch.float32 and torch.equal(outs[0], outs[2])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
 
 
 def test_imagenet_evaluation_is_scale_then_centre_crop():
@@ -188,7 +200,7 @@ def test_bench_transforms_script_prints_each_case(tmp_path):
     from .conftest import ROOT
 
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_transforms.py"), "--size", "120x90",
-                           "--repeats", "1"], capture_output=True, text=True, timeout=120)
+                           "--repeats", "1", "--warmup", "2"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("120x90 image, 1 thread") and len(lines) == 6
