@@ -13,8 +13,9 @@ torchvision's look-alikes compute something else, this module follows the Lua:
 - colour jitter works on float images without clamping, with ITU-R 601 grey (0.299, 0.587, 0.114)
   (transforms.lua:205-290); torchvision's clamps to [0, 1] after each step;
 - the centre crop's offset is ceil((size_in - size) / 2) (transforms.lua:53-59).
-Every transform takes and returns a float (3, H, W) image on 0..1 (before normalisation) and
-draws from torch's default generator, which `data.Transformed` seeds per sample.
+Every transform takes and returns a float (3, H, W) image on 0..1 (before normalisation; the
+first, RandomSizedCrop, also takes the uint8 image and converts only its crop) and draws from
+torch's default generator, which `data.Transformed` seeds per sample.
 """
 
 from __future__ import annotations
