@@ -487,9 +487,10 @@ def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path, data: str) -
                 continue
             steps, train = r.mean_curve("step", "train_err")
             ax.plot(steps, train, "--", color=color, linewidth=1)
-            steps, test = r.mean_curve("step", "test_err")
-            ax.plot(steps, test, "-", color=color, linewidth=2, label=f"{name}-{d} (n={r.n})")
             drawn = drawn or bool(steps)
+            steps, test = r.mean_curve("step", "test_err")  # one point where only the last epoch was evaluated
+            ax.plot(steps, test, "-", marker="o" if len(steps) == 1 else None, color=color, linewidth=2,
+                    label=f"{name}-{d} (n={r.n})")
         ax.set(xlabel="iterations", title=f"{name} (dashed: training, bold: test)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -599,7 +600,8 @@ def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> b
         for label, r in variants(runs, arm.experiment, arm.model):
             epochs, errors = r.mean_curve()
             if epochs:
-                ax.plot(epochs, errors, label=f"{label.split('/', 1)[-1]} (n={r.n})")
+                ax.plot(epochs, errors, marker="o" if len(epochs) == 1 else None,  # only the last epoch evaluated
+                        label=f"{label.split('/', 1)[-1]} (n={r.n})")
                 drawn = True
     if drawn:
         ax.set(xlabel="epoch", ylabel="test error (%)", title=group.title)
@@ -616,13 +618,32 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:80]
 
 
-def screening_section(fraction: float, runs: dict[tuple[str, str], Runs]) -> list[str]:
+def group_section(group: Group, runs: dict[tuple[str, str], Runs], out: Path, screening: float = 1.0) -> list[str]:
+    """A group's table and plot: for He 2015 Fig. 6, training and test error by depth, plain beside
+    ResNet; for every other group, one row per arm. At a screening length (below 1) the heading is
+    one level down, and no published figure or note stands beside the runs."""
+    full = screening == 1.0
+    plot = out.parent / "plots" / f"{_slug(group.title)}{'' if full else f'_screening{screening:g}'}.png"
+    lines = [f"{'##' if full else '###'} {group.title}", ""]
+    if group.kind == "degradation":
+        data = orderings_data(runs)
+        lines += [f"Source: {group.source}. Final training error: the last epoch's, over its augmented batches, as "
+                  "the paper's curves show it.", "", *degradation_table(runs, data), ""]
+        drawn = plot_degradation(runs, plot, data)
+    else:
+        lines += [f"Source: {group.source}.", "", *group_table(group, runs, beside_published=full), "",
+                  *(statistic_notes(group, runs) if full else [])]
+        drawn = plot_group(group, runs, plot)
+    return lines + ([f"![{group.title}](plots/{plot.name})", ""] if drawn else [])
+
+
+def screening_section(fraction: float, runs: dict[tuple[str, str], Runs], out: Path) -> list[str]:
     lines = [f"## Screening runs at {fraction:g} of each recipe's length", "",
              "Shortened schedules (`train.screening`): their orderings and deltas only. They are not the published "
              "recipes, so no published number stands beside them.", ""]
     for group in GROUPS:
         if any(variants(runs, a.experiment, a.model) for a in group.arms):
-            lines += [f"### {group.title}", "", *group_table(group, runs, beside_published=False), ""]
+            lines += group_section(group, runs, out, fraction)
     return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
 
 
@@ -641,19 +662,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
         if not have:
             not_run.append(group)
             continue
-        plot = out.parent / "plots" / f"{_slug(group.title)}.png"
-        if group.kind == "degradation":
-            data = orderings_data(runs)
-            lines += [f"## {group.title}", "", f"Source: {group.source}. Final training error: the last epoch's, "
-                      "over its augmented batches, as the paper's curves show it.", "",
-                      *degradation_table(runs, data), ""]
-            drawn = plot_degradation(runs, plot, data)
-        else:
-            lines += [f"## {group.title}", "", f"Source: {group.source}.", "", *group_table(group, runs), "",
-                      *statistic_notes(group, runs)]
-            drawn = plot_group(group, runs, plot)
-        if drawn:
-            lines += [f"![{group.title}](plots/{plot.name})", ""]
+        lines += group_section(group, runs, out)
     known = {(a.experiment, a.model) for g in GROUPS for a in g.arms}
     extra = sorted(k for k in runs if (k[0].split(" [")[0], k[1]) not in known)
     if extra:
@@ -666,7 +675,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
     lines += ["## Not yet run", ""]
     lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}" for g in not_run] or ["- (none)"]
     for fraction, screen in sorted((screens or {}).items()):
-        lines += ["", *screening_section(fraction, screen)]
+        lines += ["", *screening_section(fraction, screen, out)]
     arms = [(1.0, key, r) for key, r in sorted(runs.items())]
     arms += [(f, key, r) for f, screen in sorted((screens or {}).items()) for key, r in sorted(screen.items())]
     lines += ["", *compute_section(arms)] if arms else []

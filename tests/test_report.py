@@ -250,9 +250,9 @@ def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypat
     assert not list(work.iterdir())  # with --out, nothing lands in the working directory
 
 
-def fake_degradation_run(folder, family, depth, seed, train_err, test_err, responses=None):
+def fake_degradation_run(folder, family, depth, seed, train_err, test_err, responses=None, **summary_keys):
     """A finished he2015 run whose curves end at (train_err, test_err) after 3 epochs of 100 steps."""
-    fake_run(folder, f"he2015/{family}{depth}", f"{family}-{depth}", seed, test_err)
+    fake_run(folder, f"he2015/{family}{depth}", f"{family}-{depth}", seed, test_err, **summary_keys)
     records = [{"epoch": e, "step": 100 * e, "train_err": train_err + 5 * (3 - e), "test_err": test_err + 5 * (3 - e)}
                for e in (1, 2, 3)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -299,6 +299,21 @@ def test_report_degradation_orderings_need_two_depths_and_name_those_not_run(tmp
             "depths 20, 56 (32, 44 not run) (2.00, 7.00)") in text
     assert ("- He 2015 Fig. 6, ResNets: the final training error falls with depth 20 → 32 → 44 → 56: DISAGREES on "
             "depths 20, 44 (32, 56 not run) (3.00, 3.50)") in text
+
+
+def test_screening_runs_of_fig6_get_its_table_and_plot_of_their_own(tmp_path):
+    for n, (family, depth, train, test) in enumerate([("plain", 20, 30.0, 31.0), ("plain", 56, 60.0, 62.0),
+                                                      ("resnet", 20, 25.0, 26.0)]):
+        fake_degradation_run(tmp_path / "runs" / str(n), family, depth, 0, train, test, screening=0.25)
+    text = report_of(tmp_path / "runs")
+    screen = text.split("## Screening runs at 0.25 of each recipe's length")[1]
+    section = screen.split("### He 2015 Fig. 6: plain nets against ResNets by depth")[1].split("\n### ")[0]
+    assert "| 20 | 1 | 30.00 | 31.00 | 1 | 25.00 | 26.00 |" in section
+    assert "| 56 | 1 | 60.00 | 62.00 | 0 | not run | – |" in section
+    plot = tmp_path / "plots" / ("he_2015_fig__6__plain_nets_against_resnets_by_depth__the_degradation_problem"
+                                 "_screening0.25.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](plots/{plot.name})" in section
+    assert "He 2015 Fig. 6" in text.split("## Not yet run")[1].split("## Screening")[0]  # no full run yet
 
 
 def test_published_deltas_set_means_beside_means(tmp_path):
