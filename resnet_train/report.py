@@ -647,6 +647,13 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs], out: P
     return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
 
 
+def screened(group: Group, screens: dict[float, dict[tuple[str, str], Runs]]) -> str:
+    """Where a group has screening runs only, the lengths at which its section below shows them."""
+    fractions = [f"{f:g}" for f, screen in sorted(screens.items())
+                 if any(variants(screen, a.experiment, a.model) for a in group.arms)]
+    return f" (screening runs at {', '.join(fractions)} of the length: below)" if fractions else ""
+
+
 def render(runs: dict[tuple[str, str], Runs], out: Path,
            screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None,
            responses: dict[tuple[str, str], list[list[float]]] | None = None) -> str:
@@ -672,8 +679,9 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
     lines += ["## Expected orderings", "", *goal_checks(runs), ""]
     if responses:
         lines += responses_section(responses, out)
-    lines += ["## Not yet run", ""]
-    lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}" for g in not_run] or ["- (none)"]
+    lines += ["## Not yet run at full length", ""]
+    lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}{screened(g, screens or {})}"
+              for g in not_run] or ["- (none)"]
     for fraction, screen in sorted((screens or {}).items()):
         lines += ["", *screening_section(fraction, screen, out)]
     arms = [(1.0, key, r) for key, r in sorted(runs.items())]

@@ -67,7 +67,7 @@ def test_report_tables_deltas_checks_and_plots(runs):
         in text
     assert "| - | resnet-8 | 1 | 70.00 |" in text  # runs outside the published groups are listed too
     assert "blog/adam | resnet-110 | 0 | not run" in text  # unfinished runs do not count
-    not_run = text.split("## Not yet run")[1]
+    not_run = text.split("## Not yet run at full length")[1]
     assert "He 2015 Table 6: depth" in not_run and "Wide ResNets" in not_run
     assert "Torch blog: BN and ReLU around the addition, resnet-110" not in not_run
     plot = out.parent / "plots" / "torch_blog__bn_and_relu_around_the_addition__resnet_110.png"
@@ -282,7 +282,7 @@ def test_report_degradation_table_orderings_and_fig6_plot(tmp_path):
     assert "- He 2015 Fig. 6, ResNets: the final training error falls with depth 20 → 32 → 44 → 56: DISAGREES" in text
     plot = tmp_path / "plots" / "he_2015_fig__6__plain_nets_against_resnets_by_depth__the_degradation_problem.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](plots/{plot.name})" in section
-    assert "He 2015 Fig. 6" not in text.split("## Not yet run")[1]
+    assert "He 2015 Fig. 6" not in text.split("## Not yet run at full length")[1]
 
 
 def test_report_degradation_orderings_need_two_depths_and_name_those_not_run(tmp_path):
@@ -313,7 +313,9 @@ def test_screening_runs_of_fig6_get_its_table_and_plot_of_their_own(tmp_path):
     plot = tmp_path / "plots" / ("he_2015_fig__6__plain_nets_against_resnets_by_depth__the_degradation_problem"
                                  "_screening0.25.png")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](plots/{plot.name})" in section
-    assert "He 2015 Fig. 6" in text.split("## Not yet run")[1].split("## Screening")[0]  # no full run yet
+    not_run = text.split("## Not yet run at full length")[1].split("## Screening")[0]  # no full run yet
+    assert "he2015/resnet56 (screening runs at 0.25 of the length: below)\n" in not_run
+    assert "wrn/wrn_40_10_dropout\n" in not_run  # no screening run either
 
 
 def test_published_deltas_set_means_beside_means(tmp_path):
