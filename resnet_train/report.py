@@ -588,6 +588,24 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     ]
 
 
+def draw_group(ax, group: Group, runs: dict[tuple[str, str], Runs]) -> None:
+    """Each arm's mean test error by epoch; where only the last epoch was evaluated (a point), its
+    training error too, dashed in the same colour, to show how it got there."""
+    import matplotlib.pyplot as plt
+
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    for arm in group.arms:
+        for label, r in variants(runs, arm.experiment, arm.model):
+            epochs, errors = r.mean_curve()
+            if not epochs:
+                continue
+            color = next(colors)
+            if len(epochs) == 1:
+                ax.plot(*r.mean_curve(y="train_err"), "--", color=color, linewidth=1)
+            ax.plot(epochs, errors, color=color, marker="o" if len(epochs) == 1 else None,
+                    label=f"{label.split('/', 1)[-1]} (n={r.n})")
+
+
 def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> bool:
     import matplotlib
 
@@ -595,19 +613,15 @@ def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> b
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
-    for arm in group.arms:
-        for label, r in variants(runs, arm.experiment, arm.model):
-            epochs, errors = r.mean_curve()
-            if epochs:
-                ax.plot(epochs, errors, marker="o" if len(epochs) == 1 else None,  # only the last epoch evaluated
-                        label=f"{label.split('/', 1)[-1]} (n={r.n})")
-                drawn = True
+    draw_group(ax, group, runs)
+    drawn = bool(ax.lines)
     if drawn:
-        ax.set(xlabel="epoch", ylabel="test error (%)", title=group.title)
+        dashed = any(line.get_linestyle() == "--" for line in ax.lines)
+        ax.set(xlabel="epoch", ylabel="error (%)" if dashed else "test error (%)",
+               title=group.title + ("\n(dashed: training error; dots: final test error)" if dashed else ""))
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: many arms cover the curves
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from resnet_train.report import main, union_seconds
+from resnet_train.report import GROUPS, collect, draw_group, main, union_seconds
 
 ERRORS = {  # blog arms on ResNet-110, two seeds each
     "blog/original": [10.0, 11.0],
@@ -316,6 +316,28 @@ def test_screening_runs_of_fig6_get_its_table_and_plot_of_their_own(tmp_path):
     not_run = text.split("## Not yet run at full length")[1].split("## Screening")[0]  # no full run yet
     assert "he2015/resnet56 (screening runs at 0.25 of the length: below)\n" in not_run
     assert "wrn/wrn_40_10_dropout\n" in not_run  # no screening run either
+
+
+def test_an_arm_evaluated_at_its_last_epoch_only_is_drawn_with_its_training_curve(tmp_path):
+    """An arm with test errors at every epoch is a solid test curve; one evaluated at its last epoch
+    only (train.eval_every past the length) is that point, and its training curve dashed in its colour."""
+    import matplotlib.pyplot as plt
+
+    fake_run(tmp_path / "0", "blog/original", "resnet-110", 0, 7.0)  # test error 27, 17, 7
+    fake_run(tmp_path / "1", "blog/rmsprop", "resnet-110", 0, 8.0)
+    (tmp_path / "1" / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "train_err": 40.0 - 10 * e, **({"test_err": 8.0} if e == 3 else {})}) + "\n"
+        for e in (1, 2, 3)))
+    group = next(g for g in GROUPS if g.title.startswith("Torch blog: optimizers, resnet-110"))
+    fig, ax = plt.subplots()
+    draw_group(ax, group, collect([tmp_path]))
+    drawn = [(line.get_linestyle(), list(line.get_xdata()), list(line.get_ydata()), line.get_color())
+             for line in ax.lines]
+    plt.close(fig)
+    (style0, x0, y0, c0), (style1, x1, y1, c1), (style2, x2, y2, c2) = drawn
+    assert (style0, x0, y0) == ("-", [1, 2, 3], [27.0, 17.0, 7.0])
+    assert (style1, x1, y1) == ("--", [1, 2, 3], [30.0, 20.0, 10.0])
+    assert (style2, x2, y2) == ("-", [3], [8.0]) and c1 == c2 != c0
 
 
 def test_published_deltas_set_means_beside_means(tmp_path):
