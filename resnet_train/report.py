@@ -395,15 +395,29 @@ def _published_cell(arm: Arm, data: str) -> str:
     return _fmt(arm.published(data)) + (f" ({', '.join(notes)})" if notes else "")
 
 
+def ranks(group: Group, runs: dict[tuple[str, str], Runs]) -> dict[str, str]:
+    """Row label -> "ours / published": the rank (1: lowest error) of each arm that ran its recipe on
+    the recipe's data, among those arms, by our mean and by the published figure. Screening runs
+    show the published ordering so, never its numbers."""
+    rows = [(label, r.mean, arm.comparable(arm.home)) for arm in group.arms
+            for label, r in variants(runs, arm.experiment, arm.model)
+            if not r.departures and r.only_on(arm.home) and arm.comparable(arm.home) is not None]
+    ours, theirs = sorted(rows, key=lambda row: row[1]), sorted(rows, key=lambda row: row[2])
+    return {row[0]: f"{ours.index(row) + 1} / {theirs.index(row) + 1}" for row in rows} if len(rows) > 1 else {}
+
+
 def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_published: bool = True) -> list[str]:
     """One row per arm (per config, where an arm ran with several). Each row's deltas are taken
     against the reference arm's runs on the row's data, and it stands beside the published figure
     for that data (the cell names the data where it is not the recipe's); a row on data with no
-    figure gets none. `beside_published=False` (screening runs) leaves the published columns out."""
+    figure gets none. `beside_published=False` (screening runs) leaves the published columns out
+    and gives each row's rank, ours beside the published one (`ranks`)."""
     ref = group.arms[0]
+    ranked = {} if beside_published else ranks(group, runs)
     head = "| arm | model | n | test error % (mean ± std) | best epoch |"
-    lines = [head + (" published % | our Δ vs ref | published Δ |" if beside_published else " our Δ vs ref |"),
-             "|---|---|---|---|---|---|" + ("---|---|" if beside_published else "")]
+    lines = [head + (" published % | our Δ vs ref | published Δ |" if beside_published
+                     else " our Δ vs ref | rank, ours / published |"),
+             "|---|---|---|---|---|---|---|" + ("---|" if beside_published else "")]
     for arm in group.arms:
         for label, r in variants(runs, arm.experiment, arm.model) or [(arm.experiment, None)]:
             on = r.data(arm.home) if r else arm.home
@@ -425,7 +439,7 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
                 pub_delta = mine - theirs if mine is not None and theirs is not None else None
                 row += f" {_published_cell(arm, on)} | {delta} | {_fmt(pub_delta, True)} |"
             else:
-                row += f" {delta} |"
+                row += f" {delta} | {ranked.get(label, '–')} |"
             lines.append(row)
     return lines
 
@@ -654,7 +668,8 @@ def group_section(group: Group, runs: dict[tuple[str, str], Runs], out: Path, sc
 def screening_section(fraction: float, runs: dict[tuple[str, str], Runs], out: Path) -> list[str]:
     lines = [f"## Screening runs at {fraction:g} of each recipe's length", "",
              "Shortened schedules (`train.screening`): their orderings and deltas only. They are not the published "
-             "recipes, so no published number stands beside them.", ""]
+             "recipes, so no published number stands beside them: only the published ordering, as each row's rank "
+             "among the arms that ran (1: lowest error), ours beside the published figures'.", ""]
     for group in GROUPS:
         if any(variants(runs, a.experiment, a.model) for a in group.arms):
             lines += group_section(group, runs, out, fraction)

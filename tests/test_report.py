@@ -216,7 +216,8 @@ def test_report_of_a_folder_without_finished_runs_says_so(tmp_path, capsys):
 def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     for seed, err in enumerate([10.0, 11.0]):
         fake_run(tmp_path / "full" / str(seed), "blog/original", "resnet-110", seed, err)
-    for n, (arm, err) in enumerate([("original", 20.0), ("bn_after_add", 25.0)]):
+    # Published 6.97, 6.32, 13.56: ranks 2, 1, 3 of these three.
+    for n, (arm, err) in enumerate([("original", 20.0), ("no_relu_after_add", 22.0), ("bn_after_add", 25.0)]):
         fake_run(tmp_path / "screen" / str(n), f"blog/{arm}", "resnet-110", 0, err, screening=0.25)
     out = tmp_path / "results.md"
     assert main([str(tmp_path / "full"), str(tmp_path / "screen"), "--out", str(out), "--copy-to",
@@ -224,12 +225,15 @@ def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     full, screen = out.read_text().split("## Screening runs at 0.25 of each recipe's length")
     assert "| blog/original | resnet-110 | 2 | 10.50 ± 0.71 | 3 | 6.97 | +0.00 | +0.00 |" in full
     assert "blog/bn_after_add | resnet-110 | 0 | not run" in full  # a screening run is no full run
-    assert "| blog/bn_after_add | resnet-110 | 1 | 25.00 | 3 | +5.00 |" in screen
+    assert "| blog/original | resnet-110 | 1 | 20.00 | 3 | +0.00 | 1 / 2 |" in screen
+    assert "| blog/no_relu_after_add | resnet-110 | 1 | 22.00 | 3 | +2.00 | 2 / 1 |" in screen
+    assert "| blog/bn_after_add | resnet-110 | 1 | 25.00 | 3 | +5.00 | 3 / 3 |" in screen
+    assert "| blog/bn_after_add_no_relu | resnet-110 | 0 | not run | – | – | – |" in screen
     assert "6.97" not in screen and "13.56" not in screen  # never beside the published numbers
     assert "BN after the addition is at least 3 points worse than the original: agrees (20.00, 25.00)" in screen
     copied = {p.parent.name for p in (tmp_path / "results").rglob("summary.json")}
     assert copied == {"seed0", "seed1", "screening0.25_seed0"}
-    assert f"wrote {out}: 4 runs in 3 arms" in capsys.readouterr().out  # one arm at full length, two screened
+    assert f"wrote {out}: 5 runs in 4 arms" in capsys.readouterr().out  # one arm at full length, three screened
 
 
 def test_runs_are_one_arm_only_when_all_but_the_seed_matches(tmp_path, monkeypatch):
@@ -433,6 +437,7 @@ def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tm
             (0, 9.7, "experiment=blog/resnet20/original", "model.init=gcr"),
             (0, 12.0, "experiment=blog/adagrad"),
             (0, 20.0, "experiment=blog/original", "train.screening=0.25"),
+            (0, 21.0, "experiment=blog/rmsprop", "train.screening=0.25", "optim.lr=0.001"),
             (0, 30.0, "experiment=blog/resnet20/original", "train.iterations=100"),
             (0, 31.0, "experiment=blog/resnet20/bn_momentum_dynamic", "train.iterations=100")]
     for n, (seed, err, *overrides) in enumerate(runs):
@@ -454,8 +459,11 @@ def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tm
     # Arms shortened alike are compared with each other, never with the published figures.
     assert ("| blog/resnet20/bn_momentum_dynamic [train.iterations=100] | resnet-20 | 1 | 31.00 | 3 | – (not "
             "the recipe: train.iterations) | +1.00 | – |") in text
-    # A screening run is held against its recipe at the same length.
-    assert "| blog/original | resnet-110 | 1 | 20.00 | 3 | +0.00 |" in text.split("## Screening runs")[1]
+    # A screening run is held against its recipe at the same length; one that departs from it has no
+    # rank, and a lone arm none to have.
+    screen = text.split("## Screening runs")[1]
+    assert "| blog/original | resnet-110 | 1 | 20.00 | 3 | +0.00 | – |" in screen
+    assert "| blog/rmsprop [optim.lr=0.001] | resnet-110 | 1 | 21.00 | 3 | +1.00 | – |" in screen
 
 
 def test_the_published_figures_pass_every_ordering_the_report_checks(tmp_path):
