@@ -9,6 +9,7 @@ table of test error against epoch (He 2015 Fig. 6 and Fig. 7 for the plain-net a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import shutil
@@ -294,6 +295,11 @@ def variants(runs: dict[tuple[str, str], Runs], experiment: str, model: str) -> 
 
 
 RESPONSES = "last_responses.json"  # what mode=analyze writes for a run's last.pt
+
+
+def ran(group: Group, runs: dict[tuple[str, str], Runs]) -> bool:
+    """Whether any arm of the group has runs among `runs`."""
+    return any(variants(runs, a.experiment, a.model) for a in group.arms)
 
 
 def collect_responses(folders: list[Path]) -> tuple[dict[tuple[str, str], list[list[float]]], list[Path]]:
@@ -607,7 +613,7 @@ def draw_group(ax, group: Group, runs: dict[tuple[str, str], Runs]) -> None:
     training error too, dashed in the same colour, to show how it got there."""
     import matplotlib.pyplot as plt
 
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for arm in group.arms:
         for label, r in variants(runs, arm.experiment, arm.model):
             epochs, errors = r.mean_curve()
@@ -671,15 +677,14 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs], out: P
              "recipes, so no published number stands beside them: only the published ordering, as each row's rank "
              "among the arms that ran (1: lowest error), ours beside the published figures'.", ""]
     for group in GROUPS:
-        if any(variants(runs, a.experiment, a.model) for a in group.arms):
+        if ran(group, runs):
             lines += group_section(group, runs, out, fraction)
     return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
 
 
 def screened(group: Group, screens: dict[float, dict[tuple[str, str], Runs]]) -> str:
     """Where a group has screening runs only, the lengths at which its section below shows them."""
-    fractions = [f"{f:g}" for f, screen in sorted(screens.items())
-                 if any(variants(screen, a.experiment, a.model) for a in group.arms)]
+    fractions = [f"{f:g}" for f, screen in sorted(screens.items()) if ran(group, screen)]
     return f" (screening runs at {', '.join(fractions)} of the length: below)" if fractions else ""
 
 
@@ -694,8 +699,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
              "Written by `resnet-train-report`.", ""]
     not_run = []
     for group in GROUPS:
-        have = [a for a in group.arms if variants(runs, a.experiment, a.model)]
-        if not have:
+        if not ran(group, runs):
             not_run.append(group)
             continue
         lines += group_section(group, runs, out)
