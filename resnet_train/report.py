@@ -631,6 +631,7 @@ def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> b
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     draw_group(ax, group, runs)
@@ -640,6 +641,7 @@ def plot_group(group: Group, runs: dict[tuple[str, str], Runs], path: Path) -> b
         ax.set(xlabel="epoch", ylabel="error (%)" if dashed else "test error (%)",
                title=group.title + ("\n(dashed: training error; dots: final test error)" if dashed else ""))
         ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: a 4-epoch run got ticks at 1.5
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: many arms cover the curves
         path.parent.mkdir(parents=True, exist_ok=True)
