@@ -405,9 +405,9 @@ def ranks(group: Group, runs: dict[tuple[str, str], Runs]) -> dict[str, str]:
     """Row label -> "ours / published": the rank (1: lowest error) of each arm that ran its recipe on
     the recipe's data, among those arms, by our mean and by the published figure. Screening runs
     show the published ordering so, never its numbers."""
-    rows = [(label, r.mean, arm.comparable(arm.home)) for arm in group.arms
-            for label, r in variants(runs, arm.experiment, arm.model)
-            if not r.departures and r.only_on(arm.home) and arm.comparable(arm.home) is not None]
+    rows = [(label, r.mean, published_err) for arm in group.arms
+            if (published_err := arm.comparable(arm.home)) is not None
+            for label, r in variants(runs, arm.experiment, arm.model) if not r.departures and r.only_on(arm.home)]
     ours, theirs = sorted(rows, key=lambda row: row[1]), sorted(rows, key=lambda row: row[2])
     return {row[0]: f"{ours.index(row) + 1} / {theirs.index(row) + 1}" for row in rows} if len(rows) > 1 else {}
 
