@@ -53,6 +53,23 @@ def drops_at(step: int, *, sched: SchedConfig, steps_per_epoch: int) -> bool:
     return False
 
 
+def describe_schedule(sched: SchedConfig) -> str:
+    """The schedule in words, for the run's log: "multistep at [32000, 48000] iterations, the
+    first 400 iterations at lr 0.01"."""
+    text = sched.name
+    if sched.name == "multistep":
+        text += f" at {sched.milestones} {sched.unit}"
+    elif sched.name == "step":
+        text += f" every {sched.step_size} {sched.unit}"
+    if sched.name in ("multistep", "step") and sched.gamma != 0.1:
+        text += f" (x{sched.gamma:g} each)"
+    if sched.warmup and sched.warmup_mode == "constant":
+        text += f", the first {sched.warmup:,} iterations at lr {sched.warmup_lr:g}"
+    elif sched.warmup:
+        text += f", rising linearly from lr {sched.warmup_lr:g} over the first {sched.warmup:,} iterations"
+    return text
+
+
 def lr_at(step: int, *, base_lr: float, sched: SchedConfig, steps_per_epoch: int, total_steps: int) -> float:
     """Learning rate for iteration `step` (0-based). Milestones and step_size are in
     sched.unit (epochs or iterations); the warm-up is in iterations."""

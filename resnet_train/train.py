@@ -35,7 +35,7 @@ from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger, flatten
 from .models import ResNet, build_model, restart_bn_averages
 from .models.summary import count_params
-from .optim import build_optimizer, drops_at, lr_at
+from .optim import build_optimizer, describe_schedule, drops_at, lr_at
 from .resume import check_resume_config, checkpoint_to_resume, finished_summary, resume_command
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,6 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
     device settings the run resolved to."""
     cfg, m, o = run.cfg, run.cfg.model, run.cfg.optim
     evals = ", ".join(f"{split} {_images(loader):,}" for split, loader in run.eval_loaders.items())
-    sched = cfg.sched
-    drops = f" at {sched.milestones} {sched.unit}" if sched.name == "multistep" else ""
     fast = [name for name, on in (("bf16 autocast", run.amp), ("channels_last", run.channels_last),
                                   ("data on the device", isinstance(run.train_loader, DeviceBatches)),
                                   ("CUDA graphs", isinstance(run.step_fn, GraphedTrainStep)),
@@ -188,7 +186,7 @@ def plan_lines(run: Run, members: int = 1) -> list[str]:
         f"{', last partial batch dropped' if cfg.data.drop_last else ''}){'; ' + evals if evals else ''}",
         f"length      {run.total_steps:,} iterations of {cfg.train.batch_size} images, {run.num_epochs} epoch(s) of "
         f"{len(run.train_loader)} batches; {o.name}{' (Nesterov)' if o.name == 'sgd' and o.nesterov else ''} "
-        f"lr {o.lr:g}, weight decay {o.weight_decay:g}, {sched.name}{drops}",
+        f"lr {o.lr:g}, weight decay {o.weight_decay:g}, {describe_schedule(cfg.sched)}",
         f"device      {run.device}" + (f" ({run.device_name})" if run.device.type == "cuda" else "")
         + (f", {run.dist.world} processes" if run.dist.active else "") + f": {', '.join(fast) or 'plain fp32'}",
     ]

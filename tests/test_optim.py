@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from resnet_train.config import OptimConfig, SchedConfig
-from resnet_train.optim import build_optimizer, lr_at, param_groups
+from resnet_train.optim import build_optimizer, describe_schedule, lr_at, param_groups
 
 from .conftest import net
 
@@ -32,6 +32,20 @@ def test_linear_warmup():
 def test_step_every_n_epochs():
     s = SchedConfig(name="step", unit="epochs", step_size=3, gamma=0.2)
     assert [lr(i * 100, s) for i in (0, 2, 3, 5, 6, 9)] == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.0008])
+
+
+@pytest.mark.parametrize("sched, text", [
+    (SchedConfig(name="multistep", unit="iterations", milestones=[32000, 48000], warmup=400, warmup_lr=0.01),
+     "multistep at [32000, 48000] iterations, the first 400 iterations at lr 0.01"),
+    (SchedConfig(name="multistep", milestones=[60, 120, 160], gamma=0.2),
+     "multistep at [60, 120, 160] epochs (x0.2 each)"),
+    (SchedConfig(name="step", step_size=30), "step every 30 epochs"),
+    (SchedConfig(name="cosine", warmup=2500, warmup_lr=0.0, warmup_mode="linear"),
+     "cosine, rising linearly from lr 0 over the first 2,500 iterations"),
+])
+def test_the_log_states_the_whole_schedule(sched, text):
+    # The run's log is where a reader checks a recipe: a warm-up or a gamma left out hides a difference.
+    assert describe_schedule(sched) == text
 
 
 def test_cosine():
