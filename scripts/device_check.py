@@ -58,7 +58,8 @@ def sweep(name: str, seconds: int, least: int, n_jobs: int, *overrides: str) -> 
 # at most), call 2 faithfulness; the rest in later sessions.
 STAGES = {s.name: s for s in [
     Stage("env", 30, 5, ("{python}", "scripts/device_check.py", "--probe")),
-    Stage("tests", 150, 60, ("{python}", "-m", "pytest", "-q", "-m", "gpu", "-rA", "-p", "no:cacheprovider",
+    # -v: each test's result is in the log as it ends, so a stage stopped at its slice still tells.
+    Stage("tests", 150, 60, ("{python}", "-m", "pytest", "-v", "-m", "gpu", "-rfEs", "-p", "no:cacheprovider",
                              "--junitxml", "{work}/gpu_tests.xml")),
     Stage("bench", 120, 60, (*BENCH, "--graphs", "on", "--profile", "{work}/profile", "--out",
                              "{work}/bench_graphs.json")),
