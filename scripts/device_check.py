@@ -43,6 +43,7 @@ class Stage:
 
 
 BENCH = ("{python}", "scripts/bench.py", "--data-root", "{data}", "--steps", "100", "--warmup", "20")
+SCREEN = "train.screening=0.25"
 PACKING = ("seed=0,1,2,3", "train.epochs=15", "sched.milestones=[8,12]")  # issue 13 step 5: a 4-run ResNet-20 sweep
 
 
@@ -71,6 +72,19 @@ STAGES = {s.name: s for s in [
     sweep("packing_packed", 180, 90, 4, *PACKING),
     Stage("members", 240, 120, (*BENCH, "--models", "resnet20", "resnet110", "--members", "8", "--packed",
                                 "--no-peer", "--out", "{work}/bench_members.json")),
+    # Issue 14's screening pass: groups 2-6 at a quarter of their length, one seed, each group's arms
+    # packed; a batch is a whole call (docs/performance.md, "The screening pass").
+    sweep("screen_blog_units", 540, 300, 4,
+          "experiment=blog/original,blog/no_relu_after_add,blog/bn_after_add,blog/bn_after_add_no_relu", SCREEN),
+    sweep("screen_blog_solvers", 540, 300, 3, "experiment=blog/rmsprop,blog/adadelta,blog/adagrad", SCREEN),
+    sweep("screen_he_depth", 540, 300, 5,
+          "experiment=he2015/resnet20,he2015/resnet32,he2015/resnet44,he2015/resnet56,he2015/resnet110", SCREEN),
+    sweep("screen_he_plain", 540, 240, 4,
+          "experiment=he2015/plain20,he2015/plain32,he2015/plain44,he2015/plain56", SCREEN),
+    sweep("screen_identity", 540, 300, 5,
+          "experiment=identity_mappings/original,identity_mappings/bn_after_add,identity_mappings/relu_before_add,"
+          "identity_mappings/relu_only_preact,identity_mappings/full_preact", SCREEN),
+    sweep("screen_wrn", 540, 300, 2, "experiment=wrn/wrn_28_10,wrn/wrn_28_10_dropout", SCREEN),
 ]}
 FIRST_CALL = ["env", "tests", "bench", "bench_eager"]
 MAX_BUDGET = 540  # seconds: a command's 600 less the start of the call and the archive

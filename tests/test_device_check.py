@@ -29,23 +29,29 @@ SAVES_ON_TERM = ("import signal, sys, time, pathlib\n"
 TRAINING = [s for s in device_check.STAGES.values() if "resnet_train" in s.argv]
 
 
-def job_overrides(argv: list[str]) -> list[str]:
-    """The first job of a stage's sweep: each swept key at its first value, Hydra's own keys left out."""
+def jobs(argv: list[str]) -> list[list[str]]:
+    """A stage's sweep as the jobs that compose differently: one per experiment swept, every other
+    swept key (seeds) at its first value; Hydra's own keys left out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweep, *overrides = argv[argv.index("resnet_train") + 1:]
     assert sweep == "-m"
     parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
-    return [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
-            for o in parsed]
+    fixed = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
+             for o in parsed if o.get_key_element() != "experiment"]
+    experiments = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+                   for o in parsed if o.get_key_element() == "experiment"]
+    return [[f"experiment={e}", *fixed] for e in (experiments[0] if experiments else [])] or [fixed]
 
 
 @pytest.mark.parametrize("stage", TRAINING, ids=[s.name for s in TRAINING])
 def test_each_training_stage_composes_and_validates(compose, stage, tmp_path):
     argv = device_check.command(stage, tmp_path / "data", tmp_path / "work", tmp_path / "runs")
-    cfg = OmegaConf.to_object(compose(*job_overrides(argv)))
-    validate(cfg)
-    assert cfg.resume == "auto" and cfg.data.root == str(tmp_path / "data")
+    for job in jobs(argv):
+        cfg = OmegaConf.to_object(compose(*job))
+        validate(cfg)
+        assert cfg.resume == "auto" and cfg.data.root == str(tmp_path / "data")
+        assert cfg.train.screening == (0.25 if stage.name.startswith("screen_") else 1.0), job
     assert f"hydra.sweep.dir={tmp_path / 'runs' / stage.runs}" in argv  # what the archive takes along
 
 
