@@ -43,6 +43,14 @@ from resnet_train.models import build_model  # noqa: E402
 from resnet_train.optim import build_optimizer, lr_at  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# The speed goals (issue 13, on one H100 with CUDA): images per second of ours, batch 128 on
+# CIFAR-10 and 256 on synthetic 224-px images; every thin CIFAR net at least THIN_VS_PEER times
+# the peer loop in the same run; seeds=K summed over members at least the factor times one run.
+GOALS = {"resnet20": 50_000, "resnet56": 18_000, "resnet110": 15_000, "wrn_28_10": 12_000, "resnet50": 6_500}
+THIN = ("resnet20", "resnet56", "resnet110")
+THIN_VS_PEER = 4.0
+MEMBER_GOALS = {("resnet20", 8): 5.0, ("resnet110", 4): 3.0}
+PACKED_GOALS = {("resnet110", 4): 25_000}  # 4 packed ResNet-110 runs, images per second in all
 
 
 def preset(name: str) -> ModelConfig:
@@ -177,6 +185,24 @@ def packed(name: str, k: int, args: argparse.Namespace) -> float:
         return sum(json.loads(Path(f"{tmp}/{i}.json").read_text())["rows"][0]["ours"] for i in range(k))
 
 
+def verdict(value: float, goal: float) -> str:
+    return "met" if value >= goal else f"missed by {100 * (1 - value / goal):.0f}%"
+
+
+def goals(row: dict) -> dict:
+    """Each goal that applies to the row, as {name: (figure, goal)}."""
+    name, out = row["model"], {}
+    if name in GOALS:
+        out["img/s"] = (row["ours"], GOALS[name])
+    if name in THIN and "ratio" in row:
+        out["x peer"] = (row["ratio"], THIN_VS_PEER)
+    if (name, row.get("members")) in MEMBER_GOALS:
+        out["seeds=K x one run"] = (row["k_wide_vs_one_at_a_time"], MEMBER_GOALS[name, row["members"]])
+    if (name, row.get("members")) in PACKED_GOALS and "packed" in row:
+        out["packed img/s"] = (row["packed"], PACKED_GOALS[name, row["members"]])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110", "wrn_28_10", "resnet50"])
@@ -260,6 +286,12 @@ def main() -> None:
             packed_s, vs = (f"{r['packed']:.0f}", f"{r['k_wide_vs_packed']:.2f}x") if "packed" in r else ("–", "–")
             print(f"| {r['model']} | {r['batch_size']} | {r['ours']:.0f} | {r['k_wide']:.0f} | "
                   f"{r['k_wide_vs_one_at_a_time']:.2f}x | {packed_s} | {vs} |")
+    if device.type == "cuda":  # the goals are GPU goals: on a CPU their verdicts would say nothing
+        print("\n| model | goal | figure | target | verdict |\n|---|---|---|---|---|")
+        for r in rows:
+            r["goals"] = {k: {"figure": v, "goal": g, "verdict": verdict(v, g)} for k, (v, g) in goals(r).items()}
+            for k, g in r["goals"].items():
+                print(f"| {r['model']} | {k} | {g['figure']:,.1f} | {g['goal']:,.1f} | {g['verdict']} |")
     print(f"\n{meta['device']}, torch {meta['torch']}, compile={compile_mode}, CUDA graphs {graphs}, {meta['date']}")
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 

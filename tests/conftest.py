@@ -14,6 +14,16 @@ TINY = ["data=cifar10_sample", "data.train_size=512", "data.test_size=200", "dat
         "model.depth=8", "train.batch_size=64", "train.eval_batch_size=100", "sched.milestones=[1]"]
 
 
+def load_script(name: str):
+    """A file of scripts/ as a module (they are run as files, not installed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs the installed command in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -2,7 +2,6 @@
 past its slice is stopped gracefully, the budget skips what no longer fits, and what comes back is
 written after every stage. (What it measures needs the GPU.)"""
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,11 +14,9 @@ from omegaconf import OmegaConf
 
 from resnet_train.config import validate
 
-from .conftest import ROOT
+from .conftest import load_script
 
-spec = importlib.util.spec_from_file_location("device_check", ROOT / "scripts" / "device_check.py")
-device_check = sys.modules["device_check"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
-spec.loader.exec_module(device_check)
+device_check = load_script("device_check")
 
 # A stage that stands for a training run: on SIGTERM it writes "saved" and exits, as a run saves last.pt.
 SAVES_ON_TERM = ("import signal, sys, time, pathlib\n"

@@ -14,7 +14,7 @@ from resnet_train.engine import EpochTotals, GraphedTrainStep, TrainStep
 from resnet_train.optim import build_optimizer
 from resnet_train.train import train
 
-from .conftest import net, no_cuda
+from .conftest import load_script, net, no_cuda
 
 N = 3000
 
@@ -228,6 +228,19 @@ def test_no_host_sync_inside_the_step_loop(step_class):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert step_fn.sums.iteration.item() == 10
+
+
+def test_bench_holds_each_figure_against_issue_13s_goal():
+    bench = load_script("bench")
+    thin = {"model": "resnet110", "ours": 12_000.0, "peer": 2_000.0, "ratio": 6.0, "members": 4,
+            "k_wide_vs_one_at_a_time": 2.4, "packed": 26_000.0}
+    assert bench.goals(thin) == {"img/s": (12_000.0, 15_000), "x peer": (6.0, 4.0), "seeds=K x one run": (2.4, 3.0),
+                                 "packed img/s": (26_000.0, 25_000)}
+    assert [bench.verdict(*figure) for figure in bench.goals(thin).values()] == [
+        "missed by 20%", "met", "missed by 20%", "met"]
+    wide = {"model": "wrn_28_10", "ours": 12_500.0, "ratio": 3.0, "members": 8, "k_wide_vs_one_at_a_time": 1.5}
+    assert bench.goals(wide) == {"img/s": (12_500.0, 12_000)}  # no peer-ratio goal for a wide net, no K=8 goal
+    assert bench.goals({"model": "resnet18", "ours": 1.0}) == {}
 
 
 @pytest.mark.slow
