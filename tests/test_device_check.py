@@ -26,29 +26,32 @@ SAVES_ON_TERM = ("import signal, sys, time, pathlib\n"
 TRAINING = [s for s in device_check.STAGES.values() if "resnet_train" in s.argv]
 
 
-def jobs(argv: list[str]) -> list[list[str]]:
-    """A stage's sweep as the jobs that compose differently: one per experiment swept, every other
-    swept key (seeds) at its first value; Hydra's own keys left out."""
+def first_job(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """A stage's sweep: the overrides of its first job (Hydra's own keys left out) and each swept key's values."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweep, *overrides = argv[argv.index("resnet_train") + 1:]
     assert sweep == "-m"
     parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
-    fixed = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
-             for o in parsed if o.get_key_element() != "experiment"]
-    experiments = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
-                   for o in parsed if o.get_key_element() == "experiment"]
-    return [[f"experiment={e}", *fixed] for e in (experiments[0] if experiments else [])] or [fixed]
+    swept = {o.get_key_element(): list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()}
+    job = [f"{o.get_key_element()}={swept[o.get_key_element()][0]}" if o.is_sweep_override() else o.input_line
+           for o in parsed]
+    return job, swept
 
 
 @pytest.mark.parametrize("stage", TRAINING, ids=[s.name for s in TRAINING])
 def test_each_training_stage_composes_and_validates(compose, stage, tmp_path):
+    """Its first job composes and validates; every other experiment it sweeps is one that composes
+    (test_config.py composes each experiment file)."""
+    from resnet_train.cli import group_options
+
     argv = device_check.command(stage, tmp_path / "data", tmp_path / "work", tmp_path / "runs")
-    for job in jobs(argv):
-        cfg = OmegaConf.to_object(compose(*job))
-        validate(cfg)
-        assert cfg.resume == "auto" and cfg.data.root == str(tmp_path / "data")
-        assert cfg.train.screening == (0.25 if stage.name.startswith("screen_") else 1.0), job
+    job, swept = first_job(argv)
+    cfg = OmegaConf.to_object(compose(*job))
+    validate(cfg)
+    assert cfg.resume == "auto" and cfg.data.root == str(tmp_path / "data")
+    assert cfg.train.screening == (0.25 if stage.name.startswith("screen_") else 1.0)
+    assert set(swept.get("experiment", [])) <= set(group_options("experiment"))
     assert f"hydra.sweep.dir={tmp_path / 'runs' / stage.runs}" in argv  # what the archive takes along
 
 
