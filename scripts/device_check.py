@@ -2,7 +2,7 @@
 """The GPU session's checks as one prepared, time-boxed script (issue 13's steps, in its order).
 
     python3 scripts/device_check.py --out $OUT                          # call 1: env, tests, bench, bench_eager
-    python3 scripts/device_check.py --out $OUT --stages faithfulness    # call 2 (resume=auto: rerun to go on)
+    python3 scripts/device_check.py --out $OUT --stages faithfulness --budget B   # call 2: B = time left - 60 s
     python3 scripts/device_check.py --list                              # the stages, their commands and slices
 
 A lent machine has 15 device-minutes a session, start-up included, and 10 minutes a command, so a
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"in the order given (default: {' '.join(FIRST_CALL)}); --list shows them all")
     parser.add_argument("--budget", type=float, help="seconds for the whole call, all stages (default: the sum of "
                         f"their slices, at most {MAX_BUDGET}: a command may run 600 s)")
-    parser.add_argument("--data-root", type=Path, default=Path("/tmp/data"))
+    parser.add_argument("--data-root", type=Path, default=Path("/tmp/data"),
+                        help="CIFAR-10 in torchvision's layout (where the device prefix unpacks it)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/device_check"), help="logs and bench output")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/runs"), help="training runs (kept for resume=auto)")
     parser.add_argument("--list", action="store_true", help="print each stage's slice and command, run nothing")
