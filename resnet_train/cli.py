@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,14 @@ from .checkpoint import CheckpointError
 from .config import Config, register_configs, unknown_keys, validate
 from .data import DataError
 from .engine import DivergenceError
-from .interrupt import Interrupted
+from .interrupt import (
+    SWEEP_STOP,
+    Interrupted,
+    PackedSweepStop,
+    in_packed_worker,
+    request_sweep_stop,
+    sweep_stop_requested,
+)
 
 register_configs()
 
@@ -68,11 +76,13 @@ def _run(cfg: Config, hydra_cfg) -> dict | list[dict] | None:
                  distributed.from_env())
 
 
-def _remove_if_empty(folder: str) -> None:
+def _remove_if_empty(folder: str, made_for_it: bool | None = None) -> None:
     """A run folder that holds nothing but Hydra's files (mode=info or eval, or a run refused
-    before it started) is not left under outputs/."""
+    before it started) is not left under outputs/; made_for_it: the folder is this command's own
+    (by default, when no hydra.run.dir or sweep chose it)."""
     path = Path(folder).resolve()
-    if _fresh_run_folder and path.is_dir() and {p.name for p in path.iterdir()} <= HYDRA_FILES:
+    made_for_it = _fresh_run_folder if made_for_it is None else made_for_it
+    if made_for_it and path.is_dir() and {p.name for p in path.iterdir()} <= HYDRA_FILES:
         logging.shutdown()
         shutil.rmtree(path, ignore_errors=True)
         for parent in path.parents:  # outputs/DATE, outputs: made for it, unless other runs are there
@@ -211,6 +221,12 @@ def override_error(args: list[str]) -> str | None:
 def hydra_main(dict_cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
+    stopped = sweep_stop_requested()
+    if stopped is not None:
+        print(f"resnet-train: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) not started: the sweep "
+              f"was stopped by {signal.Signals(stopped).name}", file=sys.stderr, flush=True)
+        _remove_if_empty(output_dir, made_for_it=True)
+        return None
     try:
         cfg = checked_config(dict_cfg)
         result = _run(cfg, hydra_cfg)
@@ -225,7 +241,10 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
                 rest = (f". The sweep stopped with this job: to finish every job, run the sweep's command again with "
                         f"hydra.sweep.dir={hydra_cfg.sweep.dir} resume=auto")
             print(f"resnet-train: {exc}{rest}", file=sys.stderr, flush=True)
-        if exc.forward is not None:  # e.g. submitit requeues the job, then exits
+        if in_packed_worker():  # the launcher ends the sweep once every running job has saved
+            request_sweep_stop(exc.signum)
+            return None
+        if exc.forward is not None and SWEEP_STOP not in os.environ:  # e.g. submitit requeues the job, then exits
             exc.forward(exc.signum, None)
         sys.exit(128 + exc.signum)
     except USER_ERRORS as exc:
@@ -317,7 +336,17 @@ def main() -> None:
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled",
                      "hydra/hydra_logging=disabled"]
-    hydra_main()
+    if not _packed_sweep(sys.argv[1:]):
+        return hydra_main()
+    with PackedSweepStop() as stop:
+        hydra_main()
+    if stop.signum is not None:
+        sys.exit(128 + stop.signum)
+
+
+def _packed_sweep(argv: list[str]) -> bool:
+    """A sweep whose jobs run in worker processes (hydra/launcher=joblib)."""
+    return any(a in ("-m", "--multirun") for a in argv) and "hydra/launcher=joblib" in argv
 
 
 if __name__ == "__main__":

@@ -130,17 +130,30 @@ def run_stage(argv: list[str], log: Path, seconds: float, grace: float = 15.0) -
 
 
 def _stop_group(proc: subprocess.Popen, grace: float) -> int:
-    """SIGTERM to the stage's process group (a training run saves last.pt), SIGKILL after grace seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            return proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM to the stage's process group, then wait until every process of it has ended (a sweep's
+    parent dies at once, its jobs first save last.pt), SIGKILL to what is left after grace seconds."""
+    _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _group_alive(proc) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal_group(proc, signal.SIGKILL)
     return proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reaps the leader once it has ended, so that it no longer counts
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def small_files(folder: Path, limit: int = 1 << 20):

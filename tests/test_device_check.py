@@ -75,6 +75,14 @@ def test_a_stage_past_its_slice_is_stopped_with_sigterm_first(tmp_path):
                                           seconds=2)
     assert (status, code, saved.read_text()) == ("timed out", 0, "saved")
     assert "training" in (tmp_path / "a.log").read_text()
+    # A sweep: its parent dies at SIGTERM, its job takes a second to save; the stage ends after both.
+    saved.unlink()
+    slow_save = SAVES_ON_TERM.replace("def save(*_): ", "def save(*_): time.sleep(1); ")
+    sweep = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {slow_save!r}, {str(saved)!r}]); "
+             "time.sleep(60)")
+    assert device_check.run_stage([sys.executable, "-c", sweep], tmp_path / "s.log", seconds=2) == (
+        "timed out", -signal.SIGTERM)
+    assert saved.read_text() == "saved"
     ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     assert device_check.run_stage([sys.executable, "-c", ignores], tmp_path / "b.log", seconds=1, grace=1) == (
         "timed out", -signal.SIGKILL)

@@ -106,6 +106,45 @@ def test_a_signal_to_the_process_group_stops_a_sweep_with_loader_workers_gracefu
     assert not (sweep / "1_seed=1").exists()  # the sweep stopped with its first job
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_a_packed_sweeps_group_saves_every_running_job_and_leaves_no_process(tmp_path, sig):
+    """hydra/launcher=joblib: on Ctrl-C joblib once killed the running jobs before they saved (their
+    partial epochs lost), and on SIGTERM the launcher died alone while its jobs, saved, stayed idle
+    in their workers for minutes (on a GPU, holding its memory). Now each running job saves mid-epoch,
+    the queued one does not start, and the sweep exits with 128 + signal, its processes gone."""
+    import os
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_train", "-m", *TINY, "train.epochs=400", "seed=0,1,2",
+                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    logs = [sweep / "0_seed=0" / "resnet_train.log", sweep / "1_seed=1" / "resnet_train.log"]
+    deadline = time.time() + 180
+    while not all(log.exists() and "epoch 1 " in log.read_text() for log in logs):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err and err.count(f"interrupted by {sig.name}") == 2, err
+    assert f"job 2 ({' '.join(TINY)} train.epochs=400 seed=2) not started: the sweep was stopped by {sig.name}" in err
+    assert not (sweep / "2_seed=2").exists()
+    for log in logs:
+        saved = load_checkpoint(log.parent / "last.pt")
+        assert f"stopped by {sig.name} at iteration {saved['step']}; saved" in log.read_text()  # at that step
+    deadline = time.time() + 30
+    while True:  # the workers end with their jobs (reaped by init, hence a moment)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        alive = subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(proc.pid)], capture_output=True, text=True)
+        assert time.time() < deadline, alive.stdout
+        time.sleep(0.2)
+
+
 # ---------------------------------------------------------------- atomic checkpoints
 
 KILL_MIDWAY = """
