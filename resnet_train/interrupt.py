@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 
 class Interrupted(Exception):
@@ -101,16 +102,15 @@ def sweep_stop_requested() -> int | None:
     """The signal that stopped this packed sweep, or None."""
     stop = _sweep_stop()
     try:
-        return int(open(stop[1]).read()) if stop else None
-    except (FileNotFoundError, ValueError):
+        return int(Path(stop[1]).read_text()) if stop else None
+    except (FileNotFoundError, ValueError):  # none requested, or a request being written
         return None
 
 
 def request_sweep_stop(signum: int) -> None:
     stop = _sweep_stop()
     if stop:
-        with open(stop[1], "w") as f:
-            f.write(str(signum))
+        Path(stop[1]).write_text(str(signum))
 
 
 def in_packed_worker() -> bool:
