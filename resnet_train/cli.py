@@ -217,13 +217,18 @@ def override_error(args: list[str]) -> str | None:
     return None
 
 
+def _job(hydra_cfg) -> str:
+    """A sweep's job as its messages name it: its number and its overrides."""
+    return f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
+
+
 @hydra.main(version_base="1.3", config_path=config_source(), config_name="config")
 def hydra_main(dict_cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     stopped = sweep_stop_requested()
     if stopped is not None:
-        print(f"resnet-train: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) not started: the sweep "
+        print(f"resnet-train: {_job(hydra_cfg)} not started: the sweep "
               f"was stopped by {signal.Signals(stopped).name}", file=sys.stderr, flush=True)
         _remove_if_empty(output_dir, made_for_it=True)
         return None
@@ -255,7 +260,7 @@ def hydra_main(dict_cfg: DictConfig) -> dict | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # Hydra repeats only the first failed job's error after the sweep: each says its own
             # here, on the console and in its folder's log.
-            log.error(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {exc}")
+            log.error(f"{_job(hydra_cfg)} failed: {exc}")
             raise UserError(message) from None
         # A single run ends here with one line; SystemExit passes Hydra's job wrapper untouched.
         print(message, file=sys.stderr)

@@ -170,8 +170,9 @@ def write_back(out: Path, work: Path, runs: Path, record: dict) -> None:
         for path in small_files(work):
             tar.add(path, arcname=str(path.relative_to(work.parent)))
         for stage in record["stages"]:
-            folder = runs / STAGES[stage["name"]].runs if STAGES[stage["name"]].runs else None
-            if folder and folder.is_dir():
+            name = STAGES[stage["name"]].runs
+            folder = runs / name
+            if name and folder.is_dir():
                 for path in small_files(folder):
                     tar.add(path, arcname=str(Path("runs") / path.relative_to(runs)))
 
