@@ -9,6 +9,7 @@ table of test error against epoch (He 2015 Fig. 6 and Fig. 7 for the plain-net a
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -219,38 +220,34 @@ def _same(a, b) -> bool:
     return a == b
 
 
-class Recipes:
-    """Each run's departures from its recipe: the keys in which its config differs from the one its
+@functools.cache
+def _recipe_config(overrides: tuple[str, ...]) -> dict | None:
+    """The flat config these overrides compose to, None for an experiment file since removed or
+    renamed. Cached for the process: Hydra takes about 0.1 s a compose, and arms share recipes."""
+    from hydra.errors import HydraException
+
+    from .cli import composed
+    from .config import screened
+    try:
+        return flatten(asdict(screened(composed(list(overrides)))))
+    except (HydraException, ValueError):
+        return None
+
+
+def departures(summary: dict) -> dict:
+    """A run's departures from its recipe: the keys in which its config differs from the one its
     experiment file composes to for the run's model and data (and screening length). A published
     figure stands beside a run only where there are none."""
-
-    def __init__(self):
-        self._configs: dict[tuple[str, ...], dict | None] = {}
-
-    def config(self, axes: tuple[str, ...], screening: float) -> dict | None:
-        key = (*axes, f"train.screening={screening}")
-        if key not in self._configs:
-            from hydra.errors import HydraException
-
-            from .cli import composed
-            from .config import screened
-            try:
-                self._configs[key] = flatten(asdict(screened(composed(list(key)))))
-            except (HydraException, ValueError):  # an experiment file since removed or renamed
-                self._configs[key] = None
-        return self._configs[key]
-
-    def departures(self, summary: dict) -> dict:
-        overrides, config = summary.get("overrides"), summary.get("config")
-        if not summary.get("experiment") or overrides is None or not config:
-            return {}  # no recipe, or a summary that does not record the command line
-        axes = tuple(o for o in overrides if o.partition("=")[0] in RECIPE_AXES)
-        recipe = self.config(axes, summary.get("screening", 1.0))
-        if recipe is None:
-            return {"experiment": f"{summary['experiment']} (no such experiment file now)"}
-        ours = flatten(config)
-        return {k: v for k, v in sorted(ours.items())
-                if k in recipe and k not in HOW_IT_RAN and not _same(v, recipe[k])}
+    overrides, config = summary.get("overrides"), summary.get("config")
+    if not summary.get("experiment") or overrides is None or not config:
+        return {}  # no recipe, or a summary that does not record the command line
+    axes = tuple(o for o in overrides if o.partition("=")[0] in RECIPE_AXES)
+    recipe = _recipe_config((*axes, f"train.screening={summary.get('screening', 1.0)}"))
+    if recipe is None:
+        return {"experiment": f"{summary['experiment']} (no such experiment file now)"}
+    ours = flatten(config)
+    return {k: v for k, v in sorted(ours.items())
+            if k in recipe and k not in HOW_IT_RAN and not _same(v, recipe[k])}
 
 
 def _label(values: dict) -> str:
@@ -263,13 +260,12 @@ def _variant_labels(configs: list[dict]) -> list[str]:
     return [_label({k: c.get(k) for k in keys}) for c in configs]
 
 
-def collect(folders: list[Path], screening: float = 1.0, recipes: Recipes | None = None) -> dict[tuple[str, str], Runs]:
+def collect(folders: list[Path], screening: float = 1.0) -> dict[tuple[str, str], Runs]:
     """The finished runs of each arm at one length: full recipes (1.0), or screening runs at that
     fraction of the recipe (train.screening). An arm is an (experiment, model) whose runs differ
     only in the seed (and NOT_THE_ARM); where one (experiment, model) holds several configs, each
     is its own arm, its experiment suffixed with the differing values: "blog/original [optim.name=adam]".
     A lone config that departs from its recipe is suffixed with its departures."""
-    recipes = recipes or Recipes()
     by_name: dict[tuple[str, str], dict[str, list]] = {}
     for summary_path, summary in finished_runs(folders):
         if summary.get("final_test_err") is None or summary.get("screening", 1.0) != screening:
@@ -279,9 +275,9 @@ def collect(folders: list[Path], screening: float = 1.0, recipes: Recipes | None
         variants.setdefault(json.dumps(config, sort_keys=True), []).append((summary_path, summary))
     runs: dict[tuple[str, str], Runs] = {}
     for (experiment, model), variants in by_name.items():
-        departures = [recipes.departures(members[0][1]) for members in variants.values()]
-        labels = _variant_labels([json.loads(c) for c in variants]) if len(variants) > 1 else [_label(departures[0])]
-        for label, members, departed in zip(labels, variants.values(), departures, strict=True):
+        departed_each = [departures(members[0][1]) for members in variants.values()]
+        labels = _variant_labels([json.loads(c) for c in variants]) if len(variants) > 1 else [_label(departed_each[0])]
+        for label, members, departed in zip(labels, variants.values(), departed_each, strict=True):
             arm = runs.setdefault((f"{experiment} [{label}]" if label else experiment, model), Runs())
             arm.departures = departed
             for summary_path, summary in members:
@@ -786,9 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f for f in args.folders if not f.exists()]
     if missing:
         parser.error(f"no such folder: {', '.join(map(str, missing))}")
-    recipes = Recipes()
-    runs = collect(args.folders, recipes=recipes)
-    screens = {f: collect(args.folders, f, recipes) for f in screening_fractions(args.folders)}
+    runs = collect(args.folders)
+    screens = {f: collect(args.folders, f) for f in screening_fractions(args.folders)}
     if args.copy_to:
         print(f"copied {_count(copy_results(args.folders, args.copy_to), 'run')} to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
