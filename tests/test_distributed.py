@@ -63,8 +63,10 @@ def test_two_process_ddp_equals_one_process_and_leaves_one_run_folder(tmp_path):
     assert len(folders) == 1 and len(list((ddp_dir / "outputs").glob("*/*"))) == 1
     a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
     b = torch.load(folders[0] / "last.pt", weights_only=True)
+    # Rounding, amplified by 8 steps at LR 0.1: one process on 1 thread and on 2 ends up to 9e-4
+    # apart, one process and DDP up to 2.2e-3; DDP without sync_bn, 0.09 (running_var).
     for key, tensor in a["model"].items():
-        assert torch.allclose(tensor.float(), b["model"][key].float(), atol=1e-3, rtol=1e-3), key
+        assert torch.allclose(tensor.float(), b["model"][key].float(), atol=5e-3, rtol=5e-3), key
     for ra, rb in zip(a["history"], b["history"], strict=True):
         assert ra["epoch"] == rb["epoch"] and ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
         assert ra["test_loss"] == pytest.approx(rb["test_loss"], rel=1e-3)
