@@ -2,7 +2,7 @@
 experiment files' checks and the model tests read them from here; the experiment files name the
 table they come from, not the number.
 
-Errors are percent: test error on CIFAR-10 or CIFAR-100, or ImageNet single-crop top-1 error. Each
+Errors are percent: test error on CIFAR-10, CIFAR-100 or SVHN, or ImageNet single-crop top-1 error. Each
 arm's figures are keyed by the data= option of the runs they can stand beside.
 """
 
@@ -88,6 +88,11 @@ CIFAR100: dict[tuple[str, str], float] = {
     ("wrn/wrn_40_10_dropout", "wrn-40-10"): 18.3,  # README.md:46-51, one run
 }
 
+# SVHN (train and extra), the WRN code's README table (szagoruyko/wide-residual-networks@5e7ed6c:README.md:52).
+SVHN: dict[tuple[str, str], float] = {
+    ("wrn/svhn_wrn_16_8_dropout", "wrn-16-8"): 1.54,
+}
+
 # fb.resnet.torch README, single-crop top-1 error, percent.
 IMAGENET: dict[tuple[str, str], float] = {
     ("imagenet/resnet18", "resnet-18"): 30.43,
@@ -99,7 +104,8 @@ IMAGENET: dict[tuple[str, str], float] = {
 }
 
 # data= option -> (experiment arm, model label) -> published error on that data.
-ERRORS: dict[str, dict[tuple[str, str], float]] = {"cifar10": CIFAR10, "cifar100": CIFAR100, "imagefolder": IMAGENET}
+ERRORS: dict[str, dict[tuple[str, str], float]] = {"cifar10": CIFAR10, "cifar100": CIFAR100, "svhn": SVHN,
+                                                   "imagefolder": IMAGENET}
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,10 @@ MACS: dict[tuple[str, int], float] = {
 
 def dataset(experiment: str) -> str:
     """The data= option of the arm's own recipe, whose published figures the report's orderings
-    use: CIFAR-10 for every CIFAR arm, ImageNet folders for the ImageNet arms."""
-    return "imagefolder" if experiment.startswith("imagenet/") else "cifar10"
+    use: CIFAR-10 for every CIFAR arm, SVHN for the SVHN arms, ImageNet folders for the ImageNet arms."""
+    if experiment.startswith("imagenet/"):
+        return "imagefolder"
+    return "svhn" if any(arm == experiment for arm, _ in SVHN) else "cifar10"
 
 
 def error(experiment: str, model: str, data: str | None = None) -> float | None:

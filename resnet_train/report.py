@@ -88,6 +88,7 @@ GROUPS = [
           [Arm("wrn/wrn_28_10", "wrn-28-10"), Arm("wrn/wrn_28_10_dropout", "wrn-28-10"),
            Arm("wrn/wrn_16_8", "wrn-16-8"), Arm("wrn/wrn_40_4", "wrn-40-4"),
            Arm("wrn/wrn_40_10_dropout", "wrn-40-10")]),
+    Group("Wide ResNets on SVHN", published.WRN, [Arm("wrn/svhn_wrn_16_8_dropout", "wrn-16-8")]),
     Group("Faithfulness: the fast path against the plain fp32 path, ResNet-20, 30 epochs",
           "issue Speed (no published errors: the fast arms must lie within 0.5 points of plain)",
           _arms("speed", ["plain", "fast", "graphs"], "resnet-20")),

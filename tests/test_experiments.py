@@ -75,6 +75,8 @@ def test_experiment_composes_cites_and_trains_tiny(compose, name, tmp_path):
                                "model.init": "wrn"}),
     ("wrn/wrn_40_10_dropout", {"model.depth": 40, "model.widen_factor": 10, "model.dropout": 0.3,
                                "sched.milestones": [59, 119, 159], "train.epochs": 200, "model.init": "wrn"}),
+    ("wrn/svhn_wrn_16_8_dropout", {"model.depth": 16, "model.widen_factor": 8, "model.dropout": 0.4,
+                                   "data.name": "svhn", "model.init": "wrn", "train.batch_size": 128}),
 ])
 def test_experiment_recipes_match_the_papers(compose, name, checks):
     cfg = compose(f"experiment={name}")

@@ -49,17 +49,26 @@ def test_fb_resnet_torch_cifar_lr_by_epoch(compose):
             assert our_lr(cfg, k, steps) == pytest.approx(fb(epoch)), epoch
 
 
-@pytest.mark.parametrize("arm", ["wrn/wrn_28_10", "wrn/wrn_28_10_dropout", "wrn/wrn_16_8", "wrn/wrn_40_4",
-                                 "wrn/wrn_40_10_dropout"])
-def test_wrn_lr_by_epoch_is_train_lua(compose, arm):
+# The WRN scripts' settings: (learningRate, epoch_step, learningRateDecayRatio, max_epoch).
+WRN_CIFAR = (0.1, (60, 120, 160), 0.2, 200)  # scripts/train_cifar.sh@51af0c5:3-6
+WRN_SVHN = (0.01, (80, 120), 0.1, 160)  # scripts/train_svhn.sh@5ed3b72:3-7
+
+
+@pytest.mark.parametrize("arm,script", [
+    *((arm, WRN_CIFAR) for arm in ("wrn/wrn_28_10", "wrn/wrn_28_10_dropout", "wrn/wrn_16_8", "wrn/wrn_40_4",
+                                   "wrn/wrn_40_10_dropout")),
+    ("wrn/svhn_wrn_16_8_dropout", WRN_SVHN)])
+def test_wrn_lr_by_epoch_is_train_lua(compose, arm, script):
     cfg = compose(f"experiment={arm}")
     steps = 391
-    lr, expected = 0.1, {}
-    for epoch in range(1, 201):  # train.lua@ae6d0d0:173-184: on the start of epoch e (from 1) in epoch_step
-        if epoch in (60, 120, 160):
-            lr *= 0.2
+    lr, epoch_step, ratio, max_epoch = script
+    expected = {}
+    for epoch in range(1, max_epoch + 1):  # train.lua@ae6d0d0:173-184: on the start of epoch e (from 1) in epoch_step
+        if epoch in epoch_step:
+            lr *= ratio
         expected[epoch] = lr
-    for epoch in range(1, 201):
+    assert cfg.train.epochs == max_epoch
+    for epoch in range(1, max_epoch + 1):
         for k in ((epoch - 1) * steps, epoch * steps - 1):
             assert our_lr(cfg, k, steps) == pytest.approx(expected[epoch]), epoch
     assert cfg.sched.reset_state  # a fresh optimizer state at each drop, train.lua:182-183
@@ -106,6 +115,7 @@ def test_recipes_leave_the_optimizer_to_its_group(path):
     ("blog/resnet20/adagrad_lr1e-2", dict(name="adagrad", lr=1e-2, eps=1e-10, weight_decay=0.0)),
     ("blog/resnet20/original", dict(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)),
     ("wrn/wrn_28_10", dict(name="sgd", lr=0.1, nesterov=True, weight_decay=5e-4)),
+    ("wrn/svhn_wrn_16_8_dropout", dict(name="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)),
     ("he2015/resnet20", dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4)),
     ("identity_mappings/full_preact", dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4)),
 ])
@@ -124,6 +134,10 @@ def test_blog_adadelta_runs_without_a_schedule(compose):
     ("he2015/resnet56", dict(normalize="pixel", pad_mode="zero", sampler="shuffle", drop_last=False)),
     ("identity_mappings/original", dict(normalize="channel", pad_mode="zero", sampler="shuffle", drop_last=False)),
     ("wrn/wrn_28_10", dict(normalize="channel", pad_mode="reflect", sampler="shuffle", drop_last=True)),
+    # train_svhn.sh@5ed3b72:10-13: no crop, no flip; pixels in [0, 1] from train and extra (the paper's
+    # Sec. 3: the gist that prepared them is not reachable).
+    ("wrn/svhn_wrn_16_8_dropout", dict(name="svhn", extra=True, augment="none", normalize="channel",
+                                       mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], drop_last=True)),
 ])
 def test_each_recipe_prepares_data_as_its_reference(compose, arm, data):
     cfg = compose(f"experiment={arm}").data

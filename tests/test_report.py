@@ -169,6 +169,17 @@ def test_published_figures_stand_beside_runs_on_their_data(tmp_path):
     assert "- wrn/wrn_28_10_dropout: 3.89 is the median of 5 runs" in text  # its CIFAR-10 figure, though not run
 
 
+def test_the_svhn_arm_stands_beside_its_svhn_figure_only(tmp_path):
+    """WRN-16-8 with dropout has 1.54% on SVHN (the WRN code's README): its recipe's home is SVHN,
+    and the same arm run on CIFAR-10 gets no figure."""
+    for n, (data, err) in enumerate([("svhn", 2.0), ("cifar10", 6.0)]):
+        fake_run(tmp_path / "runs" / str(n), "wrn/svhn_wrn_16_8_dropout", "wrn-16-8", 0, err, data=data,
+                 config={"data": {"name": data}})
+    text = report_of(tmp_path / "runs")
+    assert "| wrn/svhn_wrn_16_8_dropout [data.name=svhn] | wrn-16-8 | 1 | 2.00 | 3 | 1.54 | +0.00 | +0.00 |" in text
+    assert "| wrn/svhn_wrn_16_8_dropout [data.name=cifar10] | wrn-16-8 | 1 | 6.00 | 3 | – (runs on cifar10) |" in text
+
+
 def test_orderings_set_arms_against_each_other_on_one_data(tmp_path):
     """A CIFAR-100 run never enters the CIFAR-10 orderings, and an arm run only on CIFAR-100 is not
     run there; where every run is on one other data (the sample), the orderings are checked there."""
