@@ -155,10 +155,9 @@ MACS: dict[tuple[str, int], float] = {
 
 def dataset(experiment: str) -> str:
     """The data= option of the arm's own recipe, whose published figures the report's orderings
-    use: CIFAR-10 for every CIFAR arm, SVHN for the SVHN arms, ImageNet folders for the ImageNet arms."""
-    if experiment.startswith("imagenet/"):
-        return "imagefolder"
-    return "svhn" if any(arm == experiment for arm, _ in SVHN) else "cifar10"
+    use: the first table of ERRORS that holds the arm (CIFAR-10 for an arm also published on
+    CIFAR-100), CIFAR-10 for an arm with no published figure."""
+    return next((data for data, table in ERRORS.items() if any(arm == experiment for arm, _ in table)), "cifar10")
 
 
 def error(experiment: str, model: str, data: str | None = None) -> float | None:
