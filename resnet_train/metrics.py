@@ -13,11 +13,13 @@ from tqdm import tqdm
 
 class ConsoleHandler(logging.Handler):
     """Log lines on stdout through tqdm.write, so a progress bar on stderr is redrawn below them
-    instead of being cut (used by conf/hydra/job_logging/resnet_train.yaml)."""
+    instead of being cut (used by conf/hydra/job_logging/resnet_train.yaml). The console shows
+    messages alone, so a warning says that it is one."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=sys.stdout)
+            text = self.format(record)
+            tqdm.write(f"warning: {text}" if record.levelno == logging.WARNING else text, file=sys.stdout)
         except BrokenPipeError:  # the reader went away (resnet-train ... | head)
             pass
         except Exception:  # noqa: BLE001  (logging's own convention: report, never raise)

@@ -70,6 +70,26 @@ def describe_schedule(sched: SchedConfig) -> str:
     return text
 
 
+def unreached(sched: SchedConfig, *, steps_per_epoch: int, total_steps: int) -> list[str]:
+    """The parts of the schedule that the run ends before reaching, in words: a run shortened with
+    train.epochs or train.iterations alone keeps the recipe's milestones, and its LR would silently
+    never drop. (train.screening scales them with the run, to whole epochs.)"""
+    per_unit = steps_per_epoch if sched.unit == "epochs" else 1
+    end = f"the run stops after {total_steps:,} iterations"
+    out = []
+    if sched.warmup >= total_steps:
+        out.append(f"sched.warmup={sched.warmup:,} iterations: {end}, inside the warm-up")
+    if sched.name == "multistep":
+        late = [m for m in sched.milestones if m * per_unit >= total_steps]
+        if late:
+            out.append(f"sched.milestones: {end}, before milestone(s) {late} ({sched.unit}), so the LR never "
+                       f"drops there; set sched.milestones to fit the run")
+    if sched.name == "step" and sched.step_size * per_unit >= total_steps:
+        out.append(f"sched.step_size={sched.step_size} {sched.unit}: {end}, before the first step; the LR never "
+                   f"drops")
+    return out
+
+
 def lr_at(step: int, *, base_lr: float, sched: SchedConfig, steps_per_epoch: int, total_steps: int) -> float:
     """Learning rate for iteration `step` (0-based). Milestones and step_size are in
     sched.unit (epochs or iterations); the warm-up is in iterations."""

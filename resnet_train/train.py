@@ -35,7 +35,7 @@ from .interrupt import GracefulStop, Interrupted
 from .metrics import RunLogger, flatten
 from .models import ResNet, build_model, restart_bn_averages
 from .models.summary import count_params
-from .optim import build_optimizer, describe_schedule, drops_at, lr_at
+from .optim import build_optimizer, describe_schedule, drops_at, lr_at, unreached
 from .resume import check_resume_config, checkpoint_to_resume, finished_summary, resume_command
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,8 @@ def train(cfg: Config, run_dir: str | Path, overrides: list[str] | None = None,
                                               if cfg.seeds > 1 else ""))
         for line in plan_lines(runs[0], cfg.seeds):
             log.info(line)
+        for line in unreached(cfg.sched, steps_per_epoch=len(runs[0].train_loader), total_steps=runs[0].total_steps):
+            log.warning(line)
     states = [restore(run, *found) if found is not None else TrainState()
               for run, found in zip(runs, resume_from, strict=True)]
     step_fn, sync = (runs[0].step_fn, lambda: None) if cfg.seeds == 1 else member_step(runs, states, device)

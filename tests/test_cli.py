@@ -79,6 +79,7 @@ def test_the_run_folder_is_printed_and_keeps_the_log(trained):
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run folder: {run}" and lines[-1].endswith(f"run folder: {run}")
     assert lines[-1].startswith("finished: test error ")
+    assert not [line for line in lines if line.startswith("warning:")]  # its milestone [1] lies inside 2 epochs
     log = (run / "resnet_train.log").read_text()
     assert "[resnet_train.train][INFO] - epoch 2  train err" in log
 

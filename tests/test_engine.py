@@ -132,3 +132,14 @@ def test_epoch_totals_report_means_in_percent():
     t = EpochTotals(loss_sum=30.0, wrong=5, images=20, steps=2)
     assert (t.loss, t.err) == (1.5, 25.0)
     assert (EpochTotals().loss, EpochTotals().err) == (0.0, 0.0)
+
+
+def test_the_console_marks_warnings_and_nothing_else(capsys):
+    import logging
+
+    from resnet_train.metrics import ConsoleHandler
+
+    handler = ConsoleHandler()
+    for level in (logging.INFO, logging.WARNING, logging.ERROR):
+        handler.emit(logging.LogRecord("resnet_train.train", level, __file__, 1, "the message", None, None))
+    assert capsys.readouterr().out.splitlines() == ["the message", "warning: the message", "the message"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from resnet_train.config import OptimConfig, SchedConfig
-from resnet_train.optim import build_optimizer, describe_schedule, lr_at, param_groups
+from resnet_train.optim import build_optimizer, describe_schedule, lr_at, param_groups, unreached
 
 from .conftest import net
 
@@ -46,6 +46,28 @@ def test_step_every_n_epochs():
 def test_the_log_states_the_whole_schedule(sched, text):
     # The run's log is where a reader checks a recipe: a warm-up or a gamma left out hides a difference.
     assert describe_schedule(sched) == text
+
+
+@pytest.mark.parametrize("sched", [
+    SchedConfig(milestones=[2, 4]), SchedConfig(milestones=[2, 5]), SchedConfig(milestones=[5, 6]),
+    SchedConfig(unit="iterations", milestones=[499, 500]), SchedConfig(unit="iterations", milestones=[1, 499]),
+    SchedConfig(name="step", step_size=5),
+    SchedConfig(name="step", step_size=4, unit="epochs")])
+def test_a_schedule_the_run_ends_before_is_named_exactly_when_lr_at_never_reaches_it(sched):
+    # The oracle is lr_at itself: a drop that no iteration of the run (0 .. total - 1) feels.
+    spe, total = 100, 500
+    drops = sum(lr(i, sched, spe=spe, total=total) < lr(i - 1, sched, spe=spe, total=total) for i in range(1, total))
+    warned = unreached(sched, steps_per_epoch=spe, total_steps=total)
+    assert bool(warned) == (drops == 0 if sched.name == "step" else drops < len(sched.milestones))
+    for line in warned:
+        assert line.startswith(f"sched.{'milestones' if sched.name == 'multistep' else 'step_size'}")
+        assert "500 iterations" in line
+
+
+def test_a_run_inside_its_warm_up_is_named():
+    assert unreached(SchedConfig(name="constant", warmup=500), steps_per_epoch=100, total_steps=500) == [
+        "sched.warmup=500 iterations: the run stops after 500 iterations, inside the warm-up"]
+    assert unreached(SchedConfig(name="constant", warmup=499), steps_per_epoch=100, total_steps=500) == []
 
 
 def test_cosine():

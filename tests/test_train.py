@@ -48,6 +48,15 @@ def test_eval_every_evaluates_each_nth_and_the_last_epoch_and_records_every_epoc
 
 
 @pytest.mark.slow
+def test_a_milestone_the_run_never_reaches_is_a_warning_that_names_the_key(tiny, tmp_path, caplog):
+    # train.epochs=1 alone keeps a recipe's milestones: the LR would never drop, and nothing said so.
+    caplog.set_level("INFO", logger="resnet_train.train")
+    train(tiny(epochs=1, **{"sched.milestones": [1]}), tmp_path)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("sched.milestones: the run stops after 4 iterations, before milestone(s) [1] (epochs)")
+
+
+@pytest.mark.slow
 def test_resume_auto_starts_fresh_then_continues(tiny, tmp_path):
     run = tmp_path / "run"
     first = train(tiny(epochs=1, resume="auto"), run)
