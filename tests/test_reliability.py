@@ -17,6 +17,29 @@ from resnet_train.checkpoint import CheckpointError, load_checkpoint, save_check
 
 from .conftest import TINY, our_line, run_cli, signal_after_step
 
+# ---------------------------------------------------------------- the docs' tests
+
+
+def test_every_test_the_docs_name_exists():
+    """The docs back each claim with a test (`test_x.py::test_y`; a bare `::test_y` is in the file
+    named last before it on its line, or in reliability.md's own test_reliability.py): a renamed
+    test must not leave a claim backed by nothing."""
+    import re
+
+    from .conftest import ROOT
+
+    tests = {f.name: f.read_text() for f in (ROOT / "tests").glob("test_*.py")}
+    missing = []
+    for doc in [ROOT / "README.md", ROOT / "results" / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            file = "test_reliability.py" if doc.name == "reliability.md" else None
+            for named, name in re.findall(r"(test_\w+\.py)?::(test_\w+)", line):
+                file = named or file
+                if file is None or f"def {name}(" not in tests.get(file, ""):
+                    missing.append(f"{doc.name}:{number}: {file}::{name}")
+    assert not missing, missing
+
+
 # ---------------------------------------------------------------- interruption
 
 
