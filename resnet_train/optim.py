@@ -42,9 +42,14 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     raise ValueError(f"unknown optimizer {cfg.name!r}")
 
 
+def _per_unit(sched: SchedConfig, steps_per_epoch: int) -> int:
+    """Iterations in one unit of milestones and step_size (sched.unit)."""
+    return steps_per_epoch if sched.unit == "epochs" else 1
+
+
 def drops_at(step: int, *, sched: SchedConfig, steps_per_epoch: int) -> bool:
     """Whether iteration `step` (0-based) is the first at a multistep or step schedule's lower LR."""
-    per_unit = steps_per_epoch if sched.unit == "epochs" else 1
+    per_unit = _per_unit(sched, steps_per_epoch)
     if sched.name == "multistep":
         return any(step == m * per_unit for m in sched.milestones if m > 0)
     if sched.name == "step":
@@ -74,7 +79,7 @@ def unreached(sched: SchedConfig, *, steps_per_epoch: int, total_steps: int) -> 
     """The parts of the schedule that the run ends before reaching, in words: a run shortened with
     train.epochs or train.iterations alone keeps the recipe's milestones, and its LR would silently
     never drop. (train.screening scales them with the run, to whole epochs.)"""
-    per_unit = steps_per_epoch if sched.unit == "epochs" else 1
+    per_unit = _per_unit(sched, steps_per_epoch)
     end = f"the run stops after {total_steps:,} iterations"
     out = []
     if sched.warmup >= total_steps:
@@ -97,7 +102,7 @@ def lr_at(step: int, *, base_lr: float, sched: SchedConfig, steps_per_epoch: int
         if sched.warmup_mode == "constant":
             return sched.warmup_lr
         return sched.warmup_lr + (base_lr - sched.warmup_lr) * step / sched.warmup
-    per_unit = steps_per_epoch if sched.unit == "epochs" else 1
+    per_unit = _per_unit(sched, steps_per_epoch)
     if sched.name == "multistep":
         return base_lr * sched.gamma ** sum(step >= m * per_unit for m in sched.milestones)
     if sched.name == "step":
