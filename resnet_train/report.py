@@ -104,8 +104,9 @@ class Runs:
     """The finished runs of one arm."""
 
     errors: list[float] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=list)  # each run's seed, in the order of errors
     best_epochs: list[int] = field(default_factory=list)
-    histories: list[list[dict]] = field(default_factory=list)  # each run's metrics.jsonl records
+    histories: list[list[dict]] = field(default_factory=list)  # each run's metrics.jsonl records ([]: none)
     wall_times: list[float] = field(default_factory=list)  # seconds, every leg of each run
     legs: list[list[float]] = field(default_factory=list)  # [start, end] of every leg of every run, Unix seconds
     unlegged_seconds: float = 0.0  # wall times of summaries without legs, a seeds=K run's members counted once
@@ -116,6 +117,7 @@ class Runs:
 
     def add(self, summary: dict, metrics: Path) -> None:
         self.errors.append(summary["final_test_err"])
+        self.seeds.append(summary.get("seed"))
         self.best_epochs.append(summary["best_epoch"])
         if summary.get("data"):
             self.datasets.add(summary["data"])
@@ -129,8 +131,8 @@ class Runs:
             self.img_rates.append(summary["img_per_s"])
         world = summary.get("world_size", 1)
         self.devices.add(f"{summary.get('device_name', 'unrecorded')}{f' x{world}' if world > 1 else ''}")
-        if metrics.is_file():
-            self.histories.append([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()])
+        self.histories.append([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                              if metrics.is_file() else [])
 
     def curves(self, x: str = "epoch", y: str = "test_err") -> list[dict[int, float]]:
         """Per run: x (epoch or step) -> y (a metrics.jsonl key)."""
@@ -148,6 +150,14 @@ class Runs:
     def train_errors(self) -> list[float]:
         """The last epoch's training error of each run (percent, over that epoch's batches)."""
         return [h[-1]["train_err"] for h in self.histories if h and "train_err" in h[-1]]
+
+    def by_seed(self, of: str = "test") -> list[tuple[int | None, float]]:
+        """(seed, value) of each run: its final test error ("test") or its last epoch's training
+        error ("train", for the runs whose metrics record it)."""
+        if of == "test":
+            return list(zip(self.seeds, self.errors, strict=True))
+        return [(seed, h[-1]["train_err"]) for seed, h in zip(self.seeds, self.histories, strict=True)
+                if h and "train_err" in h[-1]]
 
     def only_on(self, data: str) -> bool:
         """Whether every run (that recorded its data= option) trained on `data`."""
@@ -170,6 +180,26 @@ class Runs:
     @property
     def mean(self) -> float:
         return statistics.fmean(self.errors)
+
+
+def matched(arms: list[Runs | None], of: str = "test") -> tuple[list[float | None], str]:
+    """The arms' means of `of` (Runs.by_seed) for setting them against each other: over the seeds
+    that every arm ran, so that one seed's luck does not pass for a difference between arms (seeds
+    of one arm differ by up to 6 points at screening length: results/README.md). None for an arm
+    that is None or has no values. With the means, a note: the seeds used where that left runs out
+    ("seed 0"), "unmatched seeds" where no seed is common to every arm (the means are then over
+    all runs), else ""."""
+    values = [r.by_seed(of) if r else [] for r in arms]
+    present = [v for v in values if v]
+    common = set.intersection(*({s for s, _ in v if s is not None} for v in present)) if present else set()
+    used = [[x for s, x in v if s in common] if common else [x for _, x in v] for v in values]
+    means = [statistics.fmean(u) if u else None for u in used]
+    if len(present) < 2:
+        return means, ""
+    if not common:
+        return means, "unmatched seeds"
+    left_out = any(len(u) < len(v) for u, v in zip(used, values, strict=True))
+    return means, f"seed{'s' if len(common) > 1 else ''} {', '.join(map(str, sorted(common)))}" if left_out else ""
 
 
 def union_seconds(intervals: list[list[float]]) -> float:
@@ -400,21 +430,26 @@ def _published_cell(arm: Arm, data: str) -> str:
 
 def ranks(group: Group, runs: dict[tuple[str, str], Runs]) -> dict[str, str]:
     """Row label -> "ours / published": the rank (1: lowest error) of each arm that ran its recipe on
-    the recipe's data, among those arms, by our mean and by the published figure. Screening runs
-    show the published ordering so, never its numbers."""
-    rows = [(label, r.mean, published_err) for arm in group.arms
+    the recipe's data, among those arms, by our mean (over the seeds all of them ran: matched) and
+    by the published figure. Screening runs show the published ordering so, never its numbers."""
+    rows = [(label, r, published_err) for arm in group.arms
             if (published_err := arm.comparable(arm.home)) is not None
             for label, r in variants(runs, arm.experiment, arm.model) if not r.departures and r.only_on(arm.home)]
+    if len(rows) < 2:
+        return {}
+    means, note = matched([r for _, r, _ in rows])
+    rows = [(label, mean, published_err) for (label, _, published_err), mean in zip(rows, means, strict=True)]
     ours, theirs = sorted(rows, key=lambda row: row[1]), sorted(rows, key=lambda row: row[2])
-    return {row[0]: f"{ours.index(row) + 1} / {theirs.index(row) + 1}" for row in rows} if len(rows) > 1 else {}
+    return {row[0]: f"{ours.index(row) + 1} / {theirs.index(row) + 1}{_aside(note)}" for row in rows}
 
 
 def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_published: bool = True) -> list[str]:
     """One row per arm (per config, where an arm ran with several). Each row's deltas are taken
-    against the reference arm's runs on the row's data, and it stands beside the published figure
-    for that data (the cell names the data where it is not the recipe's); a row on data with no
-    figure gets none. `beside_published=False` (screening runs) leaves the published columns out
-    and gives each row's rank, ours beside the published one (`ranks`)."""
+    against the reference arm's runs on the row's data, over the seeds both ran (matched), and it
+    stands beside the published figure for that data (the cell names the data where it is not the
+    recipe's); a row on data with no figure gets none. `beside_published=False` (screening runs)
+    leaves the published columns out and gives each row's rank, ours beside the published one
+    (`ranks`)."""
     ref = group.arms[0]
     ranked = {} if beside_published else ranks(group, runs)
     head = "| arm | model | n | test error % (mean ± std) | best epoch |"
@@ -431,7 +466,8 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
             alike = r and r.departures and arm != ref and first_variant(runs, ref.experiment, ref.model, on,
                                                                         r.departures)
             ref_runs = alike or first_variant(runs, ref.experiment, ref.model, on)
-            delta = _fmt(r.mean - ref_runs.mean if r and ref_runs else None, True)
+            (mine, theirs), note = matched([r, ref_runs])
+            delta = _fmt(mine - theirs, True) + _aside(note) if mine is not None and theirs is not None else "–"
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"
             if beside_published and r and r.departures:
                 row += f" – (not the recipe: {', '.join(r.departures)}) | {delta} | – |"
@@ -463,6 +499,10 @@ def statistic_notes(group: Group, runs: dict[tuple[str, str], Runs]) -> list[str
             notes.append(f"- {arm.experiment}{on}: {arm.published(data):.2f} is the {stat.kind} of {stat.runs} runs "
                          f"({stat.source}){spread}.")
     return notes + [""] if notes else []
+
+
+def _aside(note: str) -> str:
+    return f" ({note})" if note else ""
 
 
 def _mean_std(values: list[float]) -> str:
@@ -521,29 +561,29 @@ def plot_degradation(runs: dict[tuple[str, str], Runs], path: Path, data: str) -
 
 
 def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
-    """The orderings the papers report, checked on our means on one data (orderings_data): agrees,
-    DISAGREES or not run."""
+    """The orderings the papers report, checked on our means on one data (orderings_data), each
+    check's arms over the seeds all of them ran (matched): agrees, DISAGREES or not run."""
     data = orderings_data(runs)
 
-    def mean(experiment: str, model: str) -> float | None:
-        r = first_variant(runs, experiment, model, data)
-        return r.mean if r else None
-
-    def train_mean(experiment: str, model: str) -> float | None:
-        r = first_variant(runs, experiment, model, data)
-        return statistics.fmean(r.train_errors) if r and r.train_errors else None
+    def arm(experiment: str, model: str) -> Runs | None:
+        return first_variant(runs, experiment, model, data)
 
     def said(name: str, ok: bool, values: list[float], where: str = "") -> str:
         return f"- {name}: {'agrees' if ok else 'DISAGREES'}{where} ({', '.join(f'{v:.2f}' for v in values)})"
 
-    def verdict(name: str, values: list[float | None], test) -> str:
+    def seeds_used(note: str) -> str:
+        return "" if not note else f", matched on {note}" if note.startswith("seed") else f", on {note}"
+
+    def verdict(name: str, arms: list[Runs | None], test) -> str:
+        values, note = matched(arms)
         if any(v is None for v in values):
             return f"- {name}: not run yet"
-        return said(name, test(*values), values)
+        return said(name, test(*values), values, seeds_used(note))
 
-    def by_depth(name: str, values: list[float | None], rises: bool) -> str:
-        """A monotone ordering over DEGRADATION_DEPTHS, checked on the depths that ran (two or more),
-        which it names where some did not."""
+    def by_depth(name: str, arms: list[Runs | None], rises: bool) -> str:
+        """A monotone ordering of the final training error over DEGRADATION_DEPTHS, checked on the
+        depths that ran (two or more), which it names where some did not."""
+        values, note = matched(arms, "train")
         ran = [(d, v) for d, v in zip(DEGRADATION_DEPTHS, values, strict=True) if v is not None]
         if len(ran) < 2:
             return f"- {name}: not run yet"
@@ -551,24 +591,25 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
         ok = all((a < b) if rises else (a > b) for a, b in zip(e, e[1:], strict=False))
         missing = [str(d) for d, v in zip(DEGRADATION_DEPTHS, values, strict=True) if v is None]
         where = f" on depths {', '.join(str(d) for d, _ in ran)} ({', '.join(missing)} not run)" if missing else ""
-        return said(name, ok, e, where)
+        return said(name, ok, e, where + seeds_used(note))
 
-    depth = [mean(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
-    blog = [mean(f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
-    optim = [mean(f"blog/{n}", "resnet-110") for n in ("original", "rmsprop", "adadelta", "adagrad")]
-    solvers = [mean(f"blog/{n}", "resnet-110") for n in BLOG_OPTIM if n != "adam"]
-    solvers20 = [mean(f"blog/resnet20/{n}", "resnet-20") for n in BLOG20_OPTIM]
-    units20 = [mean(f"blog/resnet20/{n}", "resnet-20") for n in BLOG_UNITS]
-    momentum20 = [mean(f"blog/resnet20/{n}", "resnet-20") for n in BLOG20_BN_MOMENTUM]
-    units = [mean(f"identity_mappings/{n}", "resnet-164")
+    depth = [arm(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
+    blog = [arm(f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
+    optim = [arm(f"blog/{n}", "resnet-110") for n in ("original", "rmsprop", "adadelta", "adagrad")]
+    solvers = [arm(f"blog/{n}", "resnet-110") for n in BLOG_OPTIM if n != "adam"]
+    solvers20 = [arm(f"blog/resnet20/{n}", "resnet-20") for n in BLOG20_OPTIM]
+    units20 = [arm(f"blog/resnet20/{n}", "resnet-20") for n in BLOG_UNITS]
+    momentum20 = [arm(f"blog/resnet20/{n}", "resnet-20") for n in BLOG20_BN_MOMENTUM]
+    units = [arm(f"identity_mappings/{n}", "resnet-164")
              for n in ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")]
+    # Every run of every other arm: WRN-28-10 must beat each, so here no seed is matched.
     others = [r.mean for (exp, _), r in runs.items()
               if not exp.startswith(("wrn/", "imagenet/", "speed/")) and exp != "-" and r.only_on(data)
               and not r.departures]
-    wrn = [mean("wrn/wrn_28_10", "wrn-28-10")]
-    speed = [mean(f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
-    plain_train = [train_mean(f"he2015/plain{d}", f"plain-{d}") for d in DEGRADATION_DEPTHS]
-    resnet_train = [train_mean(f"he2015/resnet{d}", f"resnet-{d}") for d in DEGRADATION_DEPTHS]
+    wrn = arm("wrn/wrn_28_10", "wrn-28-10")
+    speed = [arm(f"speed/{n}", "resnet-20") for n in ("plain", "fast", "graphs")]
+    plain_train = [arm(f"he2015/plain{d}", f"plain-{d}") for d in DEGRADATION_DEPTHS]
+    resnet_train = [arm(f"he2015/resnet{d}", f"resnet-{d}") for d in DEGRADATION_DEPTHS]
     depths = " → ".join(map(str, DEGRADATION_DEPTHS))
     return [*([f"On the runs on {data} (none on CIFAR-10, the papers' data):", ""] if data != "cifar10" else []),
         by_depth(f"He 2015 Fig. 6, plain nets: the final training error rises with depth {depths}", plain_train,
@@ -578,7 +619,7 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
         verdict("He 2015: error falls with depth 20 → 110, and ResNet-110 is at least 2 points below ResNet-20", depth,
                 lambda *e: all(a > b for a, b in zip(e, e[1:], strict=False)) and e[0] - e[-1] >= 2.0),
         verdict("He 2015 Sec. 4.2: ResNet-1202 is worse than ResNet-110 (overfitting, the paper argues)",
-                [mean("he2015/resnet110", "resnet-110"), mean("he2015/resnet1202", "resnet-1202")],
+                [arm("he2015/resnet110", "resnet-110"), arm("he2015/resnet1202", "resnet-1202")],
                 lambda short, deep: deep > short),
         verdict("Blog, ResNet-110: BN after the addition is at least 3 points worse than the original",
                 blog[:2], lambda o, b: b - o >= 3.0),
@@ -597,8 +638,8 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
                 momentum20, lambda *e: max(e) - min(e) <= 0.5),
         verdict("Identity Mappings, ResNet-164: full pre-activation best, BN after addition worst", units,
                 lambda *e: min(e) == e[4] and max(e) == e[1]),
-        verdict("WRN-28-10 is below every thin-ResNet ablation run", wrn + ([min(others)] if others else [None]),
-                lambda w, o: w < o),
+        ("- WRN-28-10 is below every thin-ResNet ablation run: not run yet" if not (wrn and others) else
+         said("WRN-28-10 is below every thin-ResNet ablation run", wrn.mean < min(others), [wrn.mean, min(others)])),
         *(verdict(f"Speed: the {name} path's mean lies within 0.5 points of the plain fp32 path's",
                   [speed[0], fast], lambda p, f: abs(f - p) <= 0.5)
           for name, fast in (("fast", speed[1]), ("CUDA-graph", speed[2]))),
@@ -695,7 +736,9 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
              "the mean epoch of the lowest test error, "
              "the published error on the row's data (CIFAR-10 unless the cell names other data; a best or median of "
              "several runs where the source says so), and both deltas to the group's first arm on that data. "
-             "Written by `resnet-train-report`.", ""]
+             "Our deltas, ranks and orderings set arms against each other on the seeds that all of them ran, "
+             "and name those seeds in brackets where that leaves runs out (\"unmatched seeds\": none in common, "
+             "so over all runs). Written by `resnet-train-report`.", ""]
     not_run = []
     for group in GROUPS:
         if not ran(group, runs):
