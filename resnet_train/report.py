@@ -462,10 +462,11 @@ def group_table(group: Group, runs: dict[tuple[str, str], Runs], beside_publishe
             ours = _mean_std(r.errors) if r else "not run"
             best = f"{statistics.fmean(r.best_epochs):.0f}" if r else "–"
             # Another arm's row changed from its recipe is set against the reference changed alike (a
-            # shortened sweep of every arm) where that ran; every other row against the reference's recipe.
+            # shortened sweep of every arm) where that ran; every other row against the reference's recipe,
+            # and the reference's own row, where its recipe did not run, against itself.
             alike = r and r.departures and arm != ref and first_variant(runs, ref.experiment, ref.model, on,
                                                                         r.departures)
-            ref_runs = alike or first_variant(runs, ref.experiment, ref.model, on)
+            ref_runs = alike or first_variant(runs, ref.experiment, ref.model, on) or (r if arm == ref else None)
             (mine, theirs), note = matched([r, ref_runs])
             delta = _fmt(mine - theirs, True) + _aside(note) if mine is not None and theirs is not None else "–"
             row = f"| {label} | {arm.model} | {r.n if r else 0} | {ours} | {best} |"

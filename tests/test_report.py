@@ -514,6 +514,20 @@ def test_a_run_that_departs_from_its_recipe_stands_beside_no_published_figure(tm
     assert "| blog/rmsprop [optim.lr=0.001] | resnet-110 | 1 | 21.00 | 3 | +1.00 | – |" in screen
 
 
+def test_a_sweep_shortened_alike_is_held_against_its_own_reference(tmp_path):
+    """Where only a changed reference ran (every arm at train.iterations=100), its row is the
+    zero of the deltas, and the other arms' deltas are taken against it."""
+    for n, (seed, err, experiment) in enumerate([(0, 30.0, "original"), (1, 31.0, "original"),
+                                                 (0, 33.0, "bn_after_add"), (1, 36.0, "bn_after_add")]):
+        fake_recipe_run(tmp_path / "runs" / str(n), seed, err, f"experiment=blog/resnet20/{experiment}",
+                        "train.iterations=100")
+    table = report_of(tmp_path / "runs").split("## Torch blog: BN and ReLU around the addition, resnet-20")[1]
+    assert ("| blog/resnet20/original [train.iterations=100] | resnet-20 | 2 | 30.50 ± 0.71 | 3 | – (not the "
+            "recipe: train.iterations) | +0.00 | – |") in table
+    assert ("| blog/resnet20/bn_after_add [train.iterations=100] | resnet-20 | 2 | 34.50 ± 2.12 | 3 | – (not the "
+            "recipe: train.iterations) | +4.00 | – |") in table
+
+
 def test_the_published_figures_pass_every_ordering_the_report_checks(tmp_path):
     """The orderings are the sources' claims: one run per published CIFAR-10 figure, at that figure,
     agrees with every check that test errors decide (the others need training errors or the speed
