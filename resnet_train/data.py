@@ -101,6 +101,12 @@ class EpochSampler(Sampler[int]):
                  replacement: bool = False, drop_last: bool = False):
         self.size, self.seed, self.global_batch, self.rank, self.world = size, seed, global_batch, rank, world
         self.replacement = replacement
+        if global_batch > size and not replacement:
+            # A permutation holds each image once: the one batch would be the whole set, smaller than
+            # the batch the run reports and scales its LR by. Drawn with replacement, it is full.
+            raise DataError(f"train.batch_size={global_batch} is more than the {size} training images, which a "
+                            f"shuffled epoch holds once each; set train.batch_size to at most {size}, or "
+                            f"data.sampler=replacement")
         self.batches = size // global_batch if drop_last else -(-size // global_batch)
         if self.batches == 0:
             raise DataError(f"data.drop_last=true with {size} training images and train.batch_size={global_batch} "

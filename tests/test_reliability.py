@@ -307,10 +307,18 @@ def test_missing_data_root(cli, tmp_path):
 
 
 def test_drop_last_without_a_full_batch(cli):
-    code, err = cli("data=cifar10_sample", "data.train_size=100", "data.drop_last=true", "hydra.run.dir=run")
+    code, err = cli("data=cifar10_sample", "data.train_size=100", "data.drop_last=true", "data.sampler=replacement",
+                    "hydra.run.dir=run")
     assert code == 1 and our_line(err) == ("resnet-train: error: data.drop_last=true with 100 training images and "
                                            "train.batch_size=128 leaves no full batch; set data.drop_last=false or a "
                                            "smaller batch")
+
+
+def test_a_batch_larger_than_the_training_set(cli):
+    code, err = cli("data=cifar10_sample", "data.train_size=100", "train.batch_size=128", "hydra.run.dir=run")
+    assert code == 1 and our_line(err) == ("resnet-train: error: train.batch_size=128 is more than the 100 training "
+                                           "images, which a shuffled epoch holds once each; set train.batch_size to "
+                                           "at most 100, or data.sampler=replacement")
 
 
 def test_corrupt_dataset_file(cli, tmp_path):
