@@ -55,9 +55,11 @@ class SchedConfig:
     # The one convention for every schedule: a milestone m is m completed units, so with
     # unit=epochs the LR drops at the start of epoch m counted from 0 (epoch m + 1 counted from 1,
     # as Lua code counts). fb.resnet.torch's "x0.1 from epoch 81" is milestone 80.
-    milestones: list[int] = field(default_factory=lambda: [80, 121])
+    # Fractions of an epoch are allowed: train.screening puts an epoch recipe's drops at their share
+    # of the shortened run, which is whole epochs.
+    milestones: list[float] = field(default_factory=lambda: [80, 121])
     gamma: float = 0.1  # LR factor at each milestone or step
-    step_size: int = 30  # step: decay every step_size units
+    step_size: float = 30  # step: decay every step_size units
     min_lr: float = 0.0  # cosine floor
     warmup: int = 0  # length of the warm-up, in iterations (whatever the unit)
     warmup_lr: float = 0.01
@@ -129,8 +131,8 @@ class TrainConfig:
     sync_bn: bool = False  # under DDP: BN statistics over the global batch
     keep_last: int = 0  # also keep the last N end-of-epoch checkpoints as epoch_NNNN.pt
     # Fraction of the recipe's length, to screen a suite's orderings cheaply (e.g. 0.25): epochs
-    # or iterations, every milestone and step_size scaled and rounded; the warm-up (iterations)
-    # stays. Reports keep such runs apart from full ones.
+    # or iterations scaled and rounded, every milestone and step_size with them (see screened);
+    # the warm-up (iterations) stays. Reports keep such runs apart from full ones.
     screening: float = 1.0
     # Every N iterations, log to TensorBoard the gradient norm of each part of the network
     # (grad_norm/...), by stage or by residual unit; 0: off. The run's weights are the same either way.
@@ -157,18 +159,28 @@ class Config:
 
 
 def screened(cfg: Config) -> Config:
-    """The run that train.screening asks for: the recipe's length and schedule scaled."""
+    """The run that train.screening asks for: the recipe's length scaled and rounded (whole epochs
+    or iterations, at least one), and its schedule with it. Milestones and step_size in iterations
+    are rounded likewise; in epochs they are not rounded but scaled by the run's actual share of
+    the recipe, so that each LR drop stays at its fraction of the run: WRN's milestones [59, 119,
+    159] of 200 epochs become [0.885, 1.785, 2.385] of a 1/64 run's 3, where rounding would merge
+    them into [1, 2, 2]."""
     f = cfg.train.screening
     if f == 1.0:
         return cfg
 
-    def scale(value: int) -> int:
+    def scale(value: float) -> int:
         return max(1, round(value * f))
 
     t, s = cfg.train, cfg.sched
     train = replace(t, epochs=scale(t.epochs) if t.epochs is not None else None,
                     iterations=scale(t.iterations) if t.iterations is not None else None)
-    sched = replace(s, milestones=[scale(m) for m in s.milestones], step_size=scale(s.step_size))
+    if s.unit == "epochs":
+        share = train.epochs / t.epochs if t.epochs is not None else f
+        sched = replace(s, milestones=[round(m * share, 6) for m in s.milestones],
+                        step_size=round(s.step_size * share, 6))
+    else:
+        sched = replace(s, milestones=[scale(m) for m in s.milestones], step_size=scale(s.step_size))
     return replace(cfg, train=train, sched=sched)
 
 

@@ -50,12 +50,21 @@ def _per_unit(sched: SchedConfig, steps_per_epoch: int) -> int:
 def drops_at(step: int, *, sched: SchedConfig, steps_per_epoch: int) -> bool:
     """Whether iteration `step` (0-based) is the first at a multistep or step schedule's lower LR."""
     per_unit = _per_unit(sched, steps_per_epoch)
-    if sched.name == "multistep":
-        return any(step == m * per_unit for m in sched.milestones if m > 0)
+    if sched.name == "multistep":  # a milestone part-way through an epoch takes effect at the next iteration
+        return any(step == math.ceil(m * per_unit) for m in sched.milestones if m > 0)
     if sched.name == "step":
         period = sched.step_size * per_unit
-        return step > 0 and step % period == 0
+        return step > 0 and step // period != (step - 1) // period
     return False
+
+
+def _unit(value: float) -> str:
+    """A milestone or step_size as written: "80", "0.9" (a screened epoch recipe's)."""
+    return f"{value:.6g}" if value % 1 else f"{value:.0f}"
+
+
+def _units(values: list[float]) -> str:
+    return "[" + ", ".join(map(_unit, values)) + "]"
 
 
 def describe_schedule(sched: SchedConfig) -> str:
@@ -63,9 +72,9 @@ def describe_schedule(sched: SchedConfig) -> str:
     first 400 iterations at lr 0.01"."""
     text = sched.name
     if sched.name == "multistep":
-        text += f" at {sched.milestones} {sched.unit}"
+        text += f" at {_units(sched.milestones)} {sched.unit}"
     elif sched.name == "step":
-        text += f" every {sched.step_size} {sched.unit}"
+        text += f" every {_unit(sched.step_size)} {sched.unit}"
     if sched.name in ("multistep", "step") and sched.gamma != 0.1:
         text += f" (x{sched.gamma:g} each)"
     if sched.warmup and sched.warmup_mode == "constant":
@@ -78,7 +87,7 @@ def describe_schedule(sched: SchedConfig) -> str:
 def unreached(sched: SchedConfig, *, steps_per_epoch: int, total_steps: int) -> list[str]:
     """The parts of the schedule that the run ends before reaching, in words: a run shortened with
     train.epochs or train.iterations alone keeps the recipe's milestones, and its LR would silently
-    never drop. (train.screening scales them with the run, to whole epochs.)"""
+    never drop. (train.screening scales them with the run.)"""
     per_unit = _per_unit(sched, steps_per_epoch)
     end = f"the run stops after {total_steps:,} iterations"
     out = []
@@ -87,10 +96,10 @@ def unreached(sched: SchedConfig, *, steps_per_epoch: int, total_steps: int) -> 
     if sched.name == "multistep":
         late = [m for m in sched.milestones if m * per_unit >= total_steps]
         if late:
-            out.append(f"sched.milestones: {end}, before milestone(s) {late} ({sched.unit}), so the LR never "
+            out.append(f"sched.milestones: {end}, before milestone(s) {_units(late)} ({sched.unit}), so the LR never "
                        f"drops there; set sched.milestones to fit the run")
     if sched.name == "step" and sched.step_size * per_unit >= total_steps:
-        out.append(f"sched.step_size={sched.step_size} {sched.unit}: {end}, before the first step; the LR never "
+        out.append(f"sched.step_size={_unit(sched.step_size)} {sched.unit}: {end}, before the first step; the LR never "
                    f"drops")
     return out
 

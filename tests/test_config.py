@@ -109,9 +109,41 @@ def test_screening_shortens_a_recipe_proportionally(compose):
     cfg = screened(to_config(compose("experiment=he2015/resnet110", "train.screening=0.25")))
     assert (cfg.train.iterations, cfg.sched.milestones, cfg.sched.warmup) == (16000, [8000, 12000], 400)
     wrn = screened(to_config(compose("experiment=wrn/wrn_28_10", "train.screening=0.25")))
-    assert (wrn.train.epochs, wrn.sched.milestones) == (50, [15, 30, 40])
+    assert (wrn.train.epochs, wrn.sched.milestones) == (50, [14.75, 29.75, 39.75])  # [59, 119, 159] / 4
+    # 1/64 of 200 epochs is 3 (3.125 rounded): the drops keep their share of the run, [59, 119, 159] x 3/200.
+    short = screened(to_config(compose("experiment=wrn/wrn_28_10", "train.screening=0.015625")))
+    assert (short.train.epochs, short.sched.milestones) == (3, [0.885, 1.785, 2.385])
     full = to_config(compose("experiment=wrn/wrn_28_10"))
     assert screened(full) is full
+
+
+EXPERIMENTS = [option for group, option in GROUP_OPTIONS if group == "experiment" and not option.endswith("recipe")]
+
+
+def test_screening_keeps_every_lr_drop_at_its_share_of_the_run(compose):
+    """Each milestone and step of every recipe sits at the same fraction of the screened run as of
+    the recipe's: exactly for epochs, to within an iteration's rounding for iterations."""
+    from dataclasses import replace
+
+    from resnet_train.config import screened
+
+    checked = {"epochs": 0, "iterations": 0}
+    for experiment in EXPERIMENTS:
+        recipe = to_config(compose(f"experiment={experiment}"))
+        assert (recipe.sched.unit == "epochs") == (recipe.train.epochs is not None), experiment  # one unit
+        checked[recipe.sched.unit] += 1
+        for fraction in (0.25, 0.03125, 0.015625):
+            run = screened(replace(recipe, train=replace(recipe.train, screening=fraction)))
+            length, screened_length = ((recipe.train.epochs, run.train.epochs) if recipe.sched.unit == "epochs"
+                                       else (recipe.train.iterations, run.train.iterations))
+            # Iterations: the length and each milestone rounded, each by half an iteration at most.
+            tolerance = 1e-6 if recipe.sched.unit == "epochs" else 1 / screened_length
+            pairs = [*zip(recipe.sched.milestones, run.sched.milestones, strict=True),
+                     (recipe.sched.step_size, run.sched.step_size)]
+            for full, short in pairs:
+                assert short / screened_length == pytest.approx(full / length, abs=tolerance), \
+                    (experiment, fraction, full, short)
+    assert checked["epochs"] >= 10 and checked["iterations"] >= 30
 
 
 @pytest.mark.parametrize("overrides,message", BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from resnet_train.config import OptimConfig, SchedConfig
-from resnet_train.optim import build_optimizer, describe_schedule, lr_at, param_groups, unreached
+from resnet_train.optim import build_optimizer, describe_schedule, drops_at, lr_at, param_groups, unreached
 
 from .conftest import net
 
@@ -34,12 +34,26 @@ def test_step_every_n_epochs():
     assert [lr(i * 100, s) for i in (0, 2, 3, 5, 6, 9)] == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.0008])
 
 
+@pytest.mark.parametrize("sched", [
+    SchedConfig(milestones=[2, 5]), SchedConfig(milestones=[0.885, 1.785, 2.385]),  # WRN's, screened to 1/64
+    SchedConfig(unit="iterations", milestones=[488, 732]), SchedConfig(name="step", step_size=3),
+    SchedConfig(name="step", step_size=0.7333)])
+def test_drops_at_marks_exactly_the_iterations_where_lr_at_falls(sched):
+    # The oracle is lr_at: drops_at clears the optimizer state (sched.reset_state) at these iterations,
+    # and a milestone part-way through an epoch must still be met once, at the first iteration past it.
+    falls = [i for i in range(1, 1000) if lr(i, sched, spe=97) < lr(i - 1, sched, spe=97) * (1 - 1e-9)]
+    assert [i for i in range(1000) if drops_at(i, sched=sched, steps_per_epoch=97)] == falls
+    assert falls
+
+
 @pytest.mark.parametrize("sched, text", [
     (SchedConfig(name="multistep", unit="iterations", milestones=[32000, 48000], warmup=400, warmup_lr=0.01),
      "multistep at [32000, 48000] iterations, the first 400 iterations at lr 0.01"),
     (SchedConfig(name="multistep", milestones=[60, 120, 160], gamma=0.2),
      "multistep at [60, 120, 160] epochs (x0.2 each)"),
     (SchedConfig(name="step", step_size=30), "step every 30 epochs"),
+    (SchedConfig(milestones=[0.885, 1.785, 2.385]), "multistep at [0.885, 1.785, 2.385] epochs"),
+    (SchedConfig(name="step", step_size=7.5), "step every 7.5 epochs"),
     (SchedConfig(name="cosine", warmup=2500, warmup_lr=0.0, warmup_mode="linear"),
      "cosine, rising linearly from lr 0 over the first 2,500 iterations"),
 ])
