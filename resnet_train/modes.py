@@ -41,12 +41,24 @@ def describe(cfg: Config) -> dict[str, Any]:
     return info
 
 
+# How the network's inputs were normalised: part of what it learnt, so evaluating it on other data
+# (data=NAME) keeps the checkpoint's unless the command line sets them.
+INPUT_CONVENTION = ("normalize", "mean", "std")
+
+
 def _eval_data(cfg: Config, saved: dict[str, Any], overrides: list[str]) -> DataConfig:
     """The checkpoint's own data settings, with the command line's data.* values on top; a
-    data=NAME on the command line replaces them all."""
+    data=NAME on the command line replaces them, all but the checkpoint's INPUT_CONVENTION."""
     keys = override_keys(overrides)
     if "data" in keys:
-        return cfg.data
+        used = INPUT_CONVENTION if saved.get("normalize") == "channel" else ("normalize",)  # else computed
+        kept = {k: saved[k] for k in used
+                if k in saved and f"data.{k}" not in keys and saved[k] != getattr(cfg.data, k)}
+        if kept:
+            log.info(f"note: data={keys['data']} evaluated with the checkpoint's input normalisation "
+                     f"({', '.join(f'data.{k}={v}' for k, v in kept.items())}), which its network was trained on; "
+                     f"set data.normalize (data.mean, data.std) to change it")
+        return replace(cfg.data, **kept)
     data = DataConfig(**saved)
     for key in keys:
         if key.startswith("data."):

@@ -1,6 +1,7 @@
 """train(cfg) without Hydra: resume equivalence and checkpoint errors."""
 
 import json
+import logging
 import time
 
 import pytest
@@ -96,6 +97,21 @@ def test_eval_rejects_files_that_are_not_checkpoints(tiny, tmp_path):
     torch.save({"weights": torch.zeros(3)}, bad)
     with pytest.raises(CheckpointError, match="not a resnet-train checkpoint"):
         evaluate_checkpoint(tiny(mode="eval", ckpt=str(bad)))
+
+
+@pytest.mark.slow
+def test_eval_on_named_data_keeps_the_normalisation_the_network_learnt(tiny, tmp_path, caplog):
+    """data=cifar10_sample names the run's own data, but its option file normalises per channel: the
+    run's per-pixel mean and global std (the blog's) must stay, or the error is another network's."""
+    summary = train(tiny(epochs=1, **{"data.normalize": "pixel_global_std"}), tmp_path / "run")
+    cfg = tiny(mode="eval", ckpt=str(tmp_path / "run" / "last.pt"), **{"data.test_size": 100})
+    assert cfg.data.normalize == "channel"  # what data=cifar10_sample composes to
+    with caplog.at_level(logging.INFO, logger="resnet_train"):
+        result = evaluate_checkpoint(cfg, ["data=cifar10_sample", "data.test_size=100"])
+    assert result["err"] == pytest.approx(summary["final_test_err"])
+    assert "with the checkpoint's input normalisation (data.normalize=pixel_global_std)" in caplog.text
+    other = evaluate_checkpoint(cfg, ["data=cifar10_sample", "data.test_size=100", "data.normalize=channel"])
+    assert other["err"] != pytest.approx(summary["final_test_err"])  # set on the command line: obeyed
 
 
 @pytest.mark.slow
