@@ -149,7 +149,7 @@ class Runs:
     @property
     def train_errors(self) -> list[float]:
         """The last epoch's training error of each run (percent, over that epoch's batches)."""
-        return [h[-1]["train_err"] for h in self.histories if h and "train_err" in h[-1]]
+        return [err for _, err in self.by_seed("train")]
 
     def by_seed(self, of: str = "test") -> list[tuple[int | None, float]]:
         """(seed, value) of each run: its final test error ("test") or its last epoch's training
