@@ -107,6 +107,7 @@ class Runs:
     seeds: list[int | None] = field(default_factory=list)  # each run's seed, in the order of errors
     best_epochs: list[int] = field(default_factory=list)
     histories: list[list[dict]] = field(default_factory=list)  # each run's metrics.jsonl records ([]: none)
+    responses: list[list[float]] = field(default_factory=list)  # each run's layer responses (analysis_of; []: none)
     wall_times: list[float] = field(default_factory=list)  # seconds, every leg of each run
     legs: list[list[float]] = field(default_factory=list)  # [start, end] of every leg of every run, Unix seconds
     unlegged_seconds: float = 0.0  # wall times of summaries without legs, a seeds=K run's members counted once
@@ -115,7 +116,8 @@ class Runs:
     datasets: set[str] = field(default_factory=set)  # the runs' data= options (summaries before it: none)
     departures: dict = field(default_factory=dict)  # keys in which the runs' config differs from the recipe's
 
-    def add(self, summary: dict, metrics: Path) -> None:
+    def add(self, summary: dict, run: Path) -> None:
+        """Adds the finished run in folder `run` (its summary read)."""
         self.errors.append(summary["final_test_err"])
         self.seeds.append(summary.get("seed"))
         self.best_epochs.append(summary["best_epoch"])
@@ -131,8 +133,10 @@ class Runs:
             self.img_rates.append(summary["img_per_s"])
         world = summary.get("world_size", 1)
         self.devices.add(f"{summary.get('device_name', 'unrecorded')}{f' x{world}' if world > 1 else ''}")
+        metrics = run / "metrics.jsonl"
         self.histories.append([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
                               if metrics.is_file() else [])
+        self.responses.append(analysis_of(run, summary) or [])
 
     def curves(self, x: str = "epoch", y: str = "test_err") -> list[dict[int, float]]:
         """Per run: x (epoch or step) -> y (a metrics.jsonl key)."""
@@ -152,10 +156,13 @@ class Runs:
         return [err for _, err in self.by_seed("train")]
 
     def by_seed(self, of: str = "test") -> list[tuple[int | None, float]]:
-        """(seed, value) of each run: its final test error ("test") or its last epoch's training
-        error ("train", for the runs whose metrics record it)."""
+        """(seed, value) of each run: its final test error ("test"), its last epoch's training
+        error ("train", for the runs whose metrics record it) or the mean of its layer responses
+        ("response", for the runs analysed)."""
         if of == "test":
             return list(zip(self.seeds, self.errors, strict=True))
+        if of == "response":
+            return [(seed, statistics.fmean(r)) for seed, r in zip(self.seeds, self.responses, strict=True) if r]
         return [(seed, h[-1]["train_err"]) for seed, h in zip(self.seeds, self.histories, strict=True)
                 if h and "train_err" in h[-1]]
 
@@ -312,7 +319,7 @@ def collect(folders: list[Path], screening: float = 1.0) -> dict[tuple[str, str]
             arm = runs.setdefault((f"{experiment} [{label}]" if label else experiment, model), Runs())
             arm.departures = departed
             for summary_path, summary in members:
-                arm.add(summary, summary_path.parent / "metrics.jsonl")
+                arm.add(summary, summary_path.parent)
     return runs
 
 
@@ -329,69 +336,90 @@ def ran(group: Group, runs: dict[tuple[str, str], Runs]) -> bool:
     return any(variants(runs, a.experiment, a.model) for a in group.arms)
 
 
-def collect_responses(folders: list[Path]) -> tuple[dict[tuple[str, str], list[list[float]]], list[Path]]:
-    """(experiment, model) -> each analysed run's layer responses (std per 3x3 layer), from the
-    analysis of its final weights (RESPONSES); and the analyses left out because they are not of a
-    finished run's last step (a run analysed mid-training, or resumed since)."""
-    out: dict[tuple[str, str], list[list[float]]] = {}
-    left_out = []
+def analysis_of(run: Path, summary: dict) -> list[float] | None:
+    """The layer responses (std per 3x3 layer) that mode=analyze measured on the finished run's
+    final weights (RESPONSES in its folder); None where it has none, or one of other weights (the
+    run analysed before it finished, or trained on since)."""
+    path = run / RESPONSES
+    if not path.is_file() or summary.get("status") != "completed":
+        return None
+    record = json.loads(path.read_text())
+    if record.get("step", summary.get("steps")) != summary.get("steps"):
+        return None
+    return [layer["std"] for layer in record["layers"]]
+
+
+def stale_analyses(folders: list[Path]) -> list[Path]:
+    """The analyses (RESPONSES) below the folders that the report leaves out (analysis_of)."""
+    stale = []
     for folder in folders:
         for path in sorted(Path(folder).rglob(RESPONSES)):
-            record = json.loads(path.read_text())
             summary_path = path.parent / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-            if summary.get("status") != "completed" or record.get("step", summary.get("steps")) != summary.get("steps"):
-                left_out.append(path)
-                continue
-            key = (record.get("experiment") or "-", record["model"])
-            out.setdefault(key, []).append([layer["std"] for layer in record["layers"]])
-    return out, left_out
+            if analysis_of(path.parent, summary) is None:
+                stale.append(path)
+    return stale
 
 
-def _depth(model: str) -> int:
-    return int(model.split("-")[1])
-
-
-def responses_section(responses: dict[tuple[str, str], list[list[float]]], out: Path) -> list[str]:
-    """He 2015 Fig. 7: one row and one curve per (experiment, model), the mean over its runs, and
-    the paper's two claims checked on the mean response of each net."""
+def responses_section(runs: dict[tuple[str, str], Runs], out: Path, screening: float = 1.0) -> list[str]:
+    """He 2015 Fig. 7: one row and one curve per arm analysed, the layer-wise mean over its runs;
+    and the paper's two claims checked on He 2015's arms, each net's mean response over the seeds
+    that the nets compared all ran (matched). Nothing where no run was analysed."""
     from .analysis import plot_responses
 
-    means = {key: [statistics.fmean(layer) for layer in zip(*runs, strict=True)] for key, runs in responses.items()}
-    lines = ["## Layer responses (He 2015 Fig. 7)", "",
+    analysed = {key: [x for x in r.responses if x] for key, r in sorted(runs.items()) if any(r.responses)}
+    if not analysed:
+        return []
+    means = {key: [statistics.fmean(layer) for layer in zip(*each, strict=True)] for key, each in analysed.items()}
+    full = screening == 1.0
+    lines = [f"{'##' if full else '###'} Layer responses (He 2015 Fig. 7)", "",
              "The std of each 3x3 layer's output (after BN, before ReLU and addition) over the test set, from "
              f"`mode=analyze ckpt=RUN/last.pt`, or `ckpt=SWEEP` for every run ({RESPONSES}); means over runs.", "",
              "| experiment | model | n | layers | mean std | max std |", "|---|---|---|---|---|---|"]
-    for (experiment, model), stds in sorted(means.items()):
-        lines.append(f"| {experiment} | {model} | {len(responses[experiment, model])} | {len(stds)} | "
-                     f"{statistics.fmean(stds):.3f} | {max(stds):.3f} |")
+    lines += [f"| {experiment} | {model} | {len(analysed[experiment, model])} | {len(stds)} | "
+              f"{statistics.fmean(stds):.3f} | {max(stds):.3f} |" for (experiment, model), stds in means.items()]
     models = [m for _, m in means]
     labels = {key: key[1] if models.count(key[1]) == 1 else f"{key[1]} ({key[0]})" for key in means}
-    plot = out.parent / "plots" / "layer_responses.png"
+    plot = out.parent / "plots" / f"layer_responses{'' if full else f'_screening{screening:g}'}.png"
     plot_responses({labels[k]: v for k, v in sorted(means.items(), key=lambda kv: kv[0][1])}, plot,
                    "Layer responses (He 2015 Fig. 7)")
-    level: dict[str, float] = {}  # model -> mean response; a model analysed in several experiments: the first
-    for (_, model), stds in sorted(means.items()):
-        level.setdefault(model, statistics.fmean(stds))
-    pairs = [(d, level[f"plain-{d}"], level[f"resnet-{d}"]) for d in sorted({_depth(m) for m in level})
-             if f"plain-{d}" in level and f"resnet-{d}" in level]
-    resnets = sorted((_depth(m), v) for m, v in level.items() if m.startswith("resnet-") and "-" not in m[7:])
-    lines += ["", f"![Layer responses](plots/{plot.name})", "", "Claims of He 2015 Sec. 4.2, on the mean std:", ""]
+    return [*lines, "", f"![Layer responses](plots/{plot.name})", "",
+            "Claims of He 2015 Sec. 4.2, on the mean std of its arms (he2015/...):", "", *response_checks(runs), ""]
+
+
+def response_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
+    """He 2015 Sec. 4.2 on Fig. 7: a ResNet responds less than the plain net of its depth, and
+    deeper ResNets respond less; each on the seeds that the nets compared all analysed."""
+    data = orderings_data(runs)
+
+    def analysed(family: str, depth: int) -> Runs | None:
+        r = first_variant(runs, f"he2015/{family}{depth}", f"{family}-{depth}", data)
+        return r if r and r.by_seed("response") else None
+
+    depths = (*DEGRADATION_DEPTHS, 110)
+    pairs = []
+    for depth in depths:
+        plain, resnet = analysed("plain", depth), analysed("resnet", depth)
+        if plain and resnet:
+            (p, r), note = matched([plain, resnet], "response")
+            pairs.append((depth, p, r, note))
+    resnets = [(d, r) for d in depths if (r := analysed("resnet", d))]
+    smaller = "- ResNets' responses are smaller than their plain counterparts': "
+    deeper = "- Deeper ResNets have smaller responses: "
     if pairs:
-        agree = all(r < p for _, p, r in pairs)
-        lines.append(f"- ResNets' responses are smaller than their plain counterparts': "
-                     f"{'agrees' if agree else 'DISAGREES'} "
-                     f"({', '.join(f'depth {d}: plain {p:.3f}, ResNet {r:.3f}' for d, p, r in pairs)})")
+        agree = all(r < p for _, p, r, _ in pairs)
+        each = [f"depth {d}: plain {p:.3f}, ResNet {r:.3f}{_aside(note)}" for d, p, r, note in pairs]
+        smaller += f"{'agrees' if agree else 'DISAGREES'} ({', '.join(each)})"
     else:
-        lines.append("- ResNets' responses are smaller than their plain counterparts': not analysed yet (needs a "
-                     "plain and a ResNet of one depth)")
+        smaller += "not analysed yet (needs a plain net and a ResNet of one depth)"
     if len(resnets) > 1:
-        agree = all(a > b for (_, a), (_, b) in zip(resnets, resnets[1:], strict=False))
-        lines.append(f"- Deeper ResNets have smaller responses: {'agrees' if agree else 'DISAGREES'} "
-                     f"({', '.join(f'ResNet-{d} {v:.3f}' for d, v in resnets)})")
+        values, note = matched([r for _, r in resnets], "response")
+        agree = all(a > b for a, b in zip(values, values[1:], strict=False))
+        each = [f"ResNet-{d} {v:.3f}" for (d, _), v in zip(resnets, values, strict=True)]
+        deeper += f"{'agrees' if agree else 'DISAGREES'}{_matched_on(note)} ({', '.join(each)})"
     else:
-        lines.append("- Deeper ResNets have smaller responses: not analysed yet (needs ResNets of two depths)")
-    return lines + [""]
+        deeper += "not analysed yet (needs ResNets of two depths)"
+    return [smaller, deeper]
 
 
 def first_variant(runs: dict[tuple[str, str], Runs], experiment: str, model: str, data: str,
@@ -506,6 +534,11 @@ def _aside(note: str) -> str:
     return f" ({note})" if note else ""
 
 
+def _matched_on(note: str) -> str:
+    """A check's aside on the seeds its arms were set against each other on (matched's note)."""
+    return "" if not note else f", matched on {note}" if note.startswith("seed") else f", on {note}"
+
+
 def _mean_std(values: list[float]) -> str:
     """"12.34 ± 0.56" over several runs; one run has no spread to show, so just its value."""
     if not values:
@@ -572,14 +605,11 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
     def said(name: str, ok: bool, values: list[float], where: str = "") -> str:
         return f"- {name}: {'agrees' if ok else 'DISAGREES'}{where} ({', '.join(f'{v:.2f}' for v in values)})"
 
-    def seeds_used(note: str) -> str:
-        return "" if not note else f", matched on {note}" if note.startswith("seed") else f", on {note}"
-
     def verdict(name: str, arms: list[Runs | None], test) -> str:
         values, note = matched(arms)
         if any(v is None for v in values):
             return f"- {name}: not run yet"
-        return said(name, test(*values), values, seeds_used(note))
+        return said(name, test(*values), values, _matched_on(note))
 
     def by_depth(name: str, arms: list[Runs | None], rises: bool) -> str:
         """A monotone ordering of the final training error over DEGRADATION_DEPTHS, checked on the
@@ -592,7 +622,7 @@ def goal_checks(runs: dict[tuple[str, str], Runs]) -> list[str]:
         ok = all((a < b) if rises else (a > b) for a, b in zip(e, e[1:], strict=False))
         missing = [str(d) for d, v in zip(DEGRADATION_DEPTHS, values, strict=True) if v is None]
         where = f" on depths {', '.join(str(d) for d, _ in ran)} ({', '.join(missing)} not run)" if missing else ""
-        return said(name, ok, e, where + seeds_used(note))
+        return said(name, ok, e, where + _matched_on(note))
 
     depth = [arm(f"he2015/resnet{d}", f"resnet-{d}") for d in (20, 32, 44, 56, 110)]
     blog = [arm(f"blog/{n}", "resnet-110") for n in ("original", "bn_after_add", "no_relu_after_add")]
@@ -720,7 +750,8 @@ def screening_section(fraction: float, runs: dict[tuple[str, str], Runs], out: P
     for group in GROUPS:
         if ran(group, runs):
             lines += group_section(group, runs, out, fraction)
-    return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), ""]
+    return lines + ["### Expected orderings, screening runs", "", *goal_checks(runs), "",
+                    *responses_section(runs, out, fraction)]
 
 
 def screened(group: Group, screens: dict[float, dict[tuple[str, str], Runs]]) -> str:
@@ -730,8 +761,7 @@ def screened(group: Group, screens: dict[float, dict[tuple[str, str], Runs]]) ->
 
 
 def render(runs: dict[tuple[str, str], Runs], out: Path,
-           screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None,
-           responses: dict[tuple[str, str], list[list[float]]] | None = None) -> str:
+           screens: dict[float, dict[tuple[str, str], Runs]] | None = None, note: str | None = None) -> str:
     lines = ["# Reproduction results", "", *([note, ""] if note else []),
              "Each row: the mean final test error over seeds (n runs; ± their standard deviation where n > 1), "
              "the mean epoch of the lowest test error, "
@@ -753,8 +783,7 @@ def render(runs: dict[tuple[str, str], Runs], out: Path,
         lines += [f"| {e} | {m} | {runs[e, m].n} | {_mean_std(runs[e, m].errors)} |" for e, m in extra]
         lines.append("")
     lines += ["## Expected orderings", "", *goal_checks(runs), ""]
-    if responses:
-        lines += responses_section(responses, out)
+    lines += responses_section(runs, out)
     lines += ["## Not yet run at full length", ""]
     lines += [f"- {g.title}: {', '.join(a.experiment for a in g.arms)}{screened(g, screens or {})}"
               for g in not_run] or ["- (none)"]
@@ -832,10 +861,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.copy_to:
         print(f"copied {_count(copy_results(args.folders, args.copy_to), 'run')} to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    responses, left_out = collect_responses(args.folders)
-    for path in left_out:
+    for path in stale_analyses(args.folders):
         print(f"left out {path}: not the analysis of a finished run's last step (rerun mode=analyze on its last.pt)")
-    args.out.write_text(render(runs, args.out, screens, args.note, responses))
+    args.out.write_text(render(runs, args.out, screens, args.note))
     every = [*runs.values(), *(r for screen in screens.values() for r in screen.values())]
     total = sum(r.n for r in every)
     where = ", ".join(map(str, args.folders))

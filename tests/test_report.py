@@ -416,7 +416,9 @@ def test_report_layer_responses_of_a_sweep_on_one_plot(tmp_path):
     assert "| he2015/resnet56 | resnet-56 | 2 | 3 | 0.700 | 0.800 |" in section  # layer-wise means of two seeds
     assert ("- ResNets' responses are smaller than their plain counterparts': agrees (depth 20: plain 1.200, "
             "ResNet 0.800)") in section
-    assert "- Deeper ResNets have smaller responses: agrees (ResNet-20 0.800, ResNet-56 0.700)" in section
+    # The claim sets ResNet-56's seed 0 (0.600) against ResNet-20's, the only seed both were analysed on.
+    assert ("- Deeper ResNets have smaller responses: agrees, matched on seed 0 (ResNet-20 0.800, ResNet-56 0.600)"
+            in section)
     assert (tmp_path / "plots" / "layer_responses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results" / "he2015/resnet56" / "resnet-56" / "seed1" / "last_responses.json").is_file()
 
@@ -437,6 +439,36 @@ def test_report_leaves_out_analyses_of_other_weights_than_the_final(tmp_path, ca
     section = text.split("## Layer responses (He 2015 Fig. 7)")[1].split("\n## ")[0]
     assert "| he2015/plain20 | plain-20 | 1 | 2 |" in section
     assert "resnet-20" not in section and "resnet-56" not in section
+
+
+def test_response_claims_set_nets_against_each_other_on_matched_seeds(tmp_path):
+    """A second seed of the ResNet alone, responding more than the plain net, does not pass for the
+    ResNet responding more: each pair is compared on the seeds both were analysed on."""
+    fake_degradation_run(tmp_path / "runs" / "0", "plain", 56, 0, 1.0, 8.0, responses=[1.0, 1.0])
+    fake_degradation_run(tmp_path / "runs" / "1", "resnet", 56, 0, 1.0, 8.0, responses=[0.5, 0.5])
+    fake_degradation_run(tmp_path / "runs" / "2", "resnet", 56, 1, 1.0, 8.0, responses=[2.0, 2.0])
+    fake_degradation_run(tmp_path / "runs" / "3", "plain", 20, 2, 1.0, 8.0, responses=[1.0, 1.0])
+    fake_degradation_run(tmp_path / "runs" / "4", "resnet", 20, 3, 1.0, 8.0, responses=[0.5, 0.7])
+    text = report_of(tmp_path / "runs")
+    assert ("- ResNets' responses are smaller than their plain counterparts': agrees (depth 20: plain 1.000, ResNet "
+            "0.600 (unmatched seeds), depth 56: plain 1.000, ResNet 0.500 (seed 0))") in text
+    assert "| he2015/resnet56 | resnet-56 | 2 | 2 | 1.250 | 1.250 |" in text  # the table: every run analysed
+
+
+def test_response_claims_keep_screening_runs_apart(tmp_path):
+    """An analysed screening run is neither pooled with the full run of its arm nor checked with it."""
+    fake_degradation_run(tmp_path / "runs" / "0", "plain", 20, 0, 1.0, 8.0, responses=[1.0, 1.0])
+    fake_degradation_run(tmp_path / "runs" / "1", "resnet", 20, 0, 1.0, 8.0, responses=[0.5, 0.5])
+    fake_degradation_run(tmp_path / "runs" / "2", "resnet", 20, 0, 1.0, 8.0, responses=[3.0, 3.0], screening=0.25)
+    fake_degradation_run(tmp_path / "runs" / "3", "plain", 20, 0, 1.0, 8.0, responses=[2.0, 2.0], screening=0.25)
+    text = report_of(tmp_path / "runs")
+    full, screening = text.split("## Screening runs at 0.25")
+    assert "| he2015/resnet20 | resnet-20 | 1 | 2 | 0.500 | 0.500 |" in full
+    assert "agrees (depth 20: plain 1.000, ResNet 0.500)" in full
+    assert "### Layer responses (He 2015 Fig. 7)" in screening
+    assert "| he2015/resnet20 | resnet-20 | 1 | 2 | 3.000 | 3.000 |" in screening
+    assert "DISAGREES (depth 20: plain 2.000, ResNet 3.000)" in screening
+    assert (tmp_path / "plots" / "layer_responses_screening0.25.png").is_file()
 
 
 def test_report_flags_responses_against_the_paper(tmp_path):
