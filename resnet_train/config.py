@@ -47,6 +47,10 @@ class OptimConfig:
     # Pair it with a warm-up (sched.warmup) for large batches.
     lr_reference_batch: Optional[int] = None
 
+    def base_lr(self, batch_size: int) -> float:
+        """The LR the schedule starts from for this global batch (images per iteration)."""
+        return self.lr * batch_size / self.lr_reference_batch if self.lr_reference_batch else self.lr
+
 
 @dataclass
 class SchedConfig:
@@ -255,6 +259,8 @@ def validate(cfg: Config) -> None:
     if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
         raise ValueError(f"optim.betas are two decay rates in [0, 1) (Adam's beta1, beta2), got {list(o.betas)}")
     _positive("optim.eps", o.eps)
+    if o.lr_reference_batch is not None:
+        _positive("optim.lr_reference_batch", o.lr_reference_batch)
     s = cfg.sched
     _choice("sched.name", s.name, SCHEDULES)
     _choice("sched.unit", s.unit, SCHEDULE_UNITS)
@@ -263,7 +269,18 @@ def validate(cfg: Config) -> None:
         _positive("sched.step_size", s.step_size)
     if list(s.milestones) != sorted(s.milestones):
         raise ValueError(f"sched.milestones must be increasing, got {list(s.milestones)}")
+    if s.milestones:
+        _non_negative("sched.milestones", s.milestones[0], f" {s.unit}")
+    if not 0.0 < s.gamma <= 1.0:
+        raise ValueError(f"sched.gamma is the LR's factor at each drop, in (0, 1], got {s.gamma} (0.1: a tenth)")
     _non_negative("sched.warmup", s.warmup, " iterations")
+    base_lr = o.base_lr(cfg.train.batch_size)
+    if s.name == "cosine" and not 0.0 <= s.min_lr <= base_lr:
+        raise ValueError(f"sched.min_lr={s.min_lr} is the floor the cosine falls to and must lie in [0, {base_lr:g}] "
+                         f"(the base LR, optim.lr)")
+    if s.warmup and not 0.0 <= s.warmup_lr <= base_lr:
+        raise ValueError(f"sched.warmup_lr={s.warmup_lr} must lie in [0, {base_lr:g}] (the base LR, optim.lr) for a "
+                         f"warm-up to lead up to it; lower it (He 2015: a tenth) or set sched.warmup=0")
     if s.reset_state and s.name not in ("multistep", "step"):
         raise ValueError(f"sched.reset_state=true clears the optimizer state at each LR drop, which sched.name="
                          f"{s.name} does not have; use sched=multistep or sched=step, or reset_state=false")
@@ -282,6 +299,15 @@ def validate(cfg: Config) -> None:
                          "(a per-pixel mean would not line up with the shifted image); use data.pad_mode=zero")
     _positive("data.num_classes", d.num_classes)
     _positive("data.image_size", d.image_size)
+    _non_negative("data.pad", d.pad, " pixels")
+    for key in ("mean", "std"):
+        if len(getattr(d, key)) != 3:
+            raise ValueError(f"data.{key} takes 3 values, one per colour channel (0..1 scale), "
+                             f"got {list(getattr(d, key))}")
+    if min(d.std) <= 0:
+        raise ValueError(f"data.std must be positive in every channel, got {list(d.std)}")
+    _non_negative("data.color_jitter", d.color_jitter)
+    _non_negative("data.lighting", d.lighting)
     if d.name == "synthetic" and (d.train_size is None or d.test_size is None):
         raise ValueError("data=synthetic needs data.train_size and data.test_size (images)")
     for key in ("train_size", "test_size"):

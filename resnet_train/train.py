@@ -149,9 +149,7 @@ def setup(cfg: Config, run_dir: Path, overrides: list[str], device: torch.device
         cfg.data, data, seed=cfg.seed, sampler=sampler, batch_size=cfg.train.batch_size // dist.world,
         eval_batch_size=cfg.train.eval_batch_size, device=device, channels_last=channels_last)
     optimizer = build_optimizer(model, cfg.optim)
-    base_lr = cfg.optim.lr
-    if cfg.optim.lr_reference_batch:  # Goyal et al. 2017: LR proportional to the global batch
-        base_lr *= cfg.train.batch_size / cfg.optim.lr_reference_batch
+    base_lr = cfg.optim.base_lr(cfg.train.batch_size)
     step_model = _step_model(cfg, model, device, dist)
     step_fn = (GraphedTrainStep if _cuda_graphs(cfg, device, dist) else TrainStep)(step_model, optimizer,
                                                                                     device=device, amp=amp)

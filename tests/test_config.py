@@ -100,6 +100,24 @@ BAD_VALUES = [
     (["train.screening=1.5"], "train.screening is a fraction"),
     (["train.screening=-0.25"], "train.screening is a fraction"),
     (["data.extra=true"], "data.extra=true adds SVHN's extra images, but data.name=cifar10; use data=svhn"),
+    (["optim.lr_reference_batch=0"], "optim.lr_reference_batch must be positive, got 0"),
+    (["sched.milestones=[-1,80]"], "sched.milestones must be >= 0 epochs, got -1.0"),
+    (["sched.gamma=0"], "sched.gamma is the LR's factor at each drop, in (0, 1], got 0.0"),
+    (["sched.gamma=10"], "sched.gamma is the LR's factor at each drop, in (0, 1], got 10.0"),
+    (["sched=cosine", "sched.min_lr=1"], "sched.min_lr=1.0 is the floor the cosine falls to and must lie in [0, 0.1]"),
+    (["sched=cosine", "sched.min_lr=-0.1"], "sched.min_lr=-0.1 is the floor the cosine falls to"),
+    # The base LR is the one linear scaling gives: 0.1 x 256 / 128.
+    (["sched=cosine", "sched.min_lr=0.3", "train.batch_size=256", "optim.lr_reference_batch=128"],
+     "sched.min_lr=0.3 is the floor the cosine falls to and must lie in [0, 0.2]"),
+    (["sched.warmup=10", "sched.warmup_lr=-0.01"], "sched.warmup_lr=-0.01 must lie in [0, 0.1] (the base LR"),
+    # He 2015's ResNet-110 warm-up at 0.01 would lie ten times above Adam's 1e-3.
+    (["experiment=he2015/resnet110", "optim=adam"], "sched.warmup_lr=0.01 must lie in [0, 0.001] (the base LR, "
+                                                    "optim.lr) for a warm-up to lead up to it"),
+    (["data.pad=-1"], "data.pad must be >= 0 pixels, got -1"),
+    (["data.mean=[0.5]"], "data.mean takes 3 values, one per colour channel (0..1 scale), got [0.5]"),
+    (["data.std=[0.2,0,0.2]"], "data.std must be positive in every channel, got [0.2, 0.0, 0.2]"),
+    (["data.color_jitter=-0.4"], "data.color_jitter must be >= 0, got -0.4"),
+    (["data.lighting=-0.1"], "data.lighting must be >= 0, got -0.1"),
 ]
 
 
