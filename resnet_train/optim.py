@@ -71,11 +71,13 @@ def describe_schedule(sched: SchedConfig) -> str:
     """The schedule in words, for the run's log: "multistep at [32000, 48000] iterations, the
     first 400 iterations at lr 0.01"."""
     text = sched.name
-    if sched.name == "multistep":
+    if sched.name == "multistep" and not sched.milestones:
+        text += " with no milestones (a constant lr)"
+    elif sched.name == "multistep":
         text += f" at {_units(sched.milestones)} {sched.unit}"
     elif sched.name == "step":
         text += f" every {_unit(sched.step_size)} {sched.unit}"
-    if sched.name in ("multistep", "step") and sched.gamma != 0.1:
+    if (sched.name == "step" or sched.name == "multistep" and sched.milestones) and sched.gamma != 0.1:
         text += f" (x{sched.gamma:g} each)"
     if sched.warmup and sched.warmup_mode == "constant":
         text += f", the first {sched.warmup:,} iterations at lr {sched.warmup_lr:g}"

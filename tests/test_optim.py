@@ -54,6 +54,7 @@ def test_drops_at_marks_exactly_the_iterations_where_lr_at_falls(sched):
     (SchedConfig(name="step", step_size=30), "step every 30 epochs"),
     (SchedConfig(milestones=[0.885, 1.785, 2.385]), "multistep at [0.885, 1.785, 2.385] epochs"),
     (SchedConfig(name="step", step_size=7.5), "step every 7.5 epochs"),
+    (SchedConfig(milestones=[], gamma=0.2), "multistep with no milestones (a constant lr)"),
     (SchedConfig(name="cosine", warmup=2500, warmup_lr=0.0, warmup_mode="linear"),
      "cosine, rising linearly from lr 0 over the first 2,500 iterations"),
 ])
