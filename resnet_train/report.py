@@ -371,8 +371,7 @@ def responses_section(runs: dict[tuple[str, str], Runs], out: Path, screening: f
     if not analysed:
         return []
     means = {key: [statistics.fmean(layer) for layer in zip(*each, strict=True)] for key, each in analysed.items()}
-    full = screening == 1.0
-    lines = [f"{'##' if full else '###'} Layer responses (He 2015 Fig. 7)", "",
+    lines = [_heading("Layer responses (He 2015 Fig. 7)", screening), "",
              "The std of each 3x3 layer's output (after BN, before ReLU and addition) over the test set, from "
              f"`mode=analyze ckpt=RUN/last.pt`, or `ckpt=SWEEP` for every run ({RESPONSES}); means over runs.", "",
              "| experiment | model | n | layers | mean std | max std |", "|---|---|---|---|---|---|"]
@@ -380,7 +379,7 @@ def responses_section(runs: dict[tuple[str, str], Runs], out: Path, screening: f
               f"{statistics.fmean(stds):.3f} | {max(stds):.3f} |" for (experiment, model), stds in means.items()]
     models = [m for _, m in means]
     labels = {key: key[1] if models.count(key[1]) == 1 else f"{key[1]} ({key[0]})" for key in means}
-    plot = out.parent / "plots" / f"layer_responses{'' if full else f'_screening{screening:g}'}.png"
+    plot = _plot_path(out, "layer_responses", screening)
     plot_responses({labels[k]: v for k, v in sorted(means.items(), key=lambda kv: kv[0][1])}, plot,
                    "Layer responses (He 2015 Fig. 7)")
     return [*lines, "", f"![Layer responses](plots/{plot.name})", "",
@@ -532,6 +531,16 @@ def statistic_notes(group: Group, runs: dict[tuple[str, str], Runs]) -> list[str
 
 def _aside(note: str) -> str:
     return f" ({note})" if note else ""
+
+
+def _heading(title: str, screening: float) -> str:
+    """A section's heading: a full-length one at level 2, one inside a screening length's section at 3."""
+    return f"{'##' if screening == 1.0 else '###'} {title}"
+
+
+def _plot_path(out: Path, name: str, screening: float) -> Path:
+    """Where a section's plot goes, beside the report: plots/NAME.png, or NAME_screeningF.png."""
+    return out.parent / "plots" / f"{name}{'' if screening == 1.0 else f'_screening{screening:g}'}.png"
 
 
 def _matched_on(note: str) -> str:
@@ -728,8 +737,8 @@ def group_section(group: Group, runs: dict[tuple[str, str], Runs], out: Path, sc
     ResNet; for every other group, one row per arm. At a screening length (below 1) the heading is
     one level down, and no published figure or note stands beside the runs."""
     full = screening == 1.0
-    plot = out.parent / "plots" / f"{_slug(group.title)}{'' if full else f'_screening{screening:g}'}.png"
-    lines = [f"{'##' if full else '###'} {group.title}", ""]
+    plot = _plot_path(out, _slug(group.title), screening)
+    lines = [_heading(group.title, screening), ""]
     if group.kind == "degradation":
         data = orderings_data(runs)
         lines += [f"Source: {group.source}. Final training error: the last epoch's, over its augmented batches, as "
