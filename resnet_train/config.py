@@ -259,6 +259,9 @@ def validate(cfg: Config) -> None:
     if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
         raise ValueError(f"optim.betas are two decay rates in [0, 1) (Adam's beta1, beta2), got {list(o.betas)}")
     _positive("optim.eps", o.eps)
+    if o.nesterov and (o.name != "sgd" or o.momentum == 0):
+        raise ValueError(f"optim.nesterov=true is SGD's Nesterov momentum and needs optim.name=sgd with optim.momentum "
+                         f"> 0, got optim.name={o.name}, optim.momentum={o.momentum}; set optim.nesterov=false")
     if o.lr_reference_batch is not None:
         _positive("optim.lr_reference_batch", o.lr_reference_batch)
     s = cfg.sched
@@ -341,6 +344,10 @@ def validate(cfg: Config) -> None:
                          f"(e.g. train.screening=0.25)")
     if not isinstance(cfg.seeds, int) or cfg.seeds < 1:
         raise ValueError(f"seeds is how many seeds to train at once, a positive integer; got {cfg.seeds}")
+    # numpy takes an unsigned 32-bit seed, and seeds=K also seeds seed+1 ... seed+K-1.
+    if not 0 <= cfg.seed <= 2**32 - cfg.seeds:
+        raise ValueError(f"seed must lie in [0, {2**32 - cfg.seeds}] with seeds={cfg.seeds} (numpy's seeds are "
+                         f"unsigned 32-bit integers), got {cfg.seed}")
     if cfg.seeds > 1 and t.grad_norm_every:
         raise ValueError(f"train.grad_norm_every logs one network's gradients; with seeds={cfg.seeds} set it to 0, "
                          f"or train the seed to inspect with seeds=1")

@@ -66,6 +66,10 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose, override, fragmen
 # user gets from the command.
 BAD_VALUES = [
     (["seeds=0"], "seeds is how many seeds to train at once, a positive integer; got 0"),
+    (["seed=-1"], "seed must lie in [0, 4294967295] with seeds=1 (numpy's seeds are unsigned 32-bit integers), got -1"),
+    (["seed=4294967295", "seeds=2"], "seed must lie in [0, 4294967294] with seeds=2"),
+    (["optim=adam", "optim.nesterov=true"], "optim.nesterov=true is SGD's Nesterov momentum and needs optim.name=sgd"),
+    (["optim.nesterov=true", "optim.momentum=0"], "got optim.name=sgd, optim.momentum=0.0; set optim.nesterov=false"),
     (["seeds=2", "train.grad_norm_every=10"], "train.grad_norm_every logs one network's gradients; with seeds=2"),
     (["seeds=2", "resume=/tmp/last.pt"], "resume=/tmp/last.pt names one checkpoint; a seeds=2 run resumes all"),
     (["train.grad_norm_every=-5"], "train.grad_norm_every must be >= 0 iterations (0: off), got -5"),
