@@ -242,6 +242,8 @@ def test_screening_runs_stay_apart_from_full_runs(tmp_path, capsys):
     assert "| blog/bn_after_add_no_relu | resnet-110 | 0 | not run | – | – | – |" in screen
     assert "6.97" not in screen and "13.56" not in screen  # never beside the published numbers
     assert "BN after the addition is at least 3 points worse than the original: agrees (20.00, 25.00)" in screen
+    assert "no ReLU after the addition lands within ±0.7 of the original: DISAGREES (20.00, 22.00)" in screen
+    assert "not run yet" not in screen and "- (13 more not run at this length: see Expected orderings above)" in screen
     copied = {p.parent.name for p in (tmp_path / "results").rglob("summary.json")}
     assert copied == {"seed0", "seed1", "screening0.25_seed0"}
     assert f"wrote {out}: 5 runs in 4 arms" in capsys.readouterr().out  # one arm at full length, three screened
