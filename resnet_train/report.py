@@ -218,13 +218,50 @@ def union_seconds(intervals: list[list[float]]) -> float:
     return total
 
 
-def finished_runs(folders: list[Path]):
-    """(summary.json path, summary) of every completed run below the folders."""
+def _completed(folders: list[Path]) -> list[tuple[Path, dict]]:
+    out, seen = [], set()
     for folder in folders:
         for summary_path in sorted(Path(folder).rglob("summary.json")):
+            if summary_path.resolve() in seen:  # folders that overlap: `results results/blog`
+                continue
+            seen.add(summary_path.resolve())
             summary = json.loads(summary_path.read_text())
             if summary.get("status") == "completed":
-                yield summary_path, summary
+                out.append((summary_path, summary))
+    return out
+
+
+def _ended(summary: dict) -> float:
+    """When the run's last leg ended (0 for summaries without legs)."""
+    return max((end for _, end in summary.get("legs") or []), default=0.0)
+
+
+def repeated_runs(folders: list[Path]) -> list[tuple[Path, Path]]:
+    """(left out, kept): runs of one arm, length and seed found twice, as when a results folder and
+    the sweep it was copied from are both given, or a seed was run again. Each seed counts once: the
+    run that ended last is kept (on a tie, the one found first)."""
+    kept: dict[str, tuple[Path, dict]] = {}
+    out = []
+    for path, summary in _completed(folders):
+        key = json.dumps([summary.get("experiment"), summary.get("model"), summary.get("screening", 1.0),
+                          summary.get("seed"), _arm_config(summary)], sort_keys=True)
+        if key in kept:
+            (old, old_summary) = kept[key]
+            newer = _ended(summary) > _ended(old_summary)
+            out.append((old, path) if newer else (path, old))
+            if not newer:
+                continue
+        kept[key] = (path, summary)
+    return out
+
+
+def finished_runs(folders: list[Path]):
+    """(summary.json path, summary) of every completed run below the folders, each seed of an arm
+    once (repeated_runs)."""
+    left_out = {path for path, _ in repeated_runs(folders)}
+    for summary_path, summary in _completed(folders):
+        if summary_path not in left_out:
+            yield summary_path, summary
 
 
 # Keys that say where or how a run ran, not what it trained: runs that differ only in these (and
@@ -835,13 +872,19 @@ HYDRA_RECORD = (".hydra/config.yaml", ".hydra/overrides.yaml")  # the command's 
 def copy_results(folders: list[Path], dest: Path) -> int:
     """Copies each finished run's small files (no checkpoints) to dest/EXPERIMENT/MODEL/seedN:
     summary, metrics, layer responses, and Hydra's record of the command (a seeds=K member's is
-    its process's, in the folder above)."""
+    its process's, in the folder above). A run already there (dest among the folders) is left as it
+    is; another run of the same arm, length and seed is replaced, and the line says so."""
     count = 0
     for summary_path, summary in finished_runs(folders):
         length = summary.get("screening", 1.0)
         seed_dir = f"seed{summary['seed']}" if length == 1.0 else f"screening{length:g}_seed{summary['seed']}"
         target = dest / (summary.get("experiment") or "other") / summary["model"] / seed_dir
         run = summary_path.parent
+        count += 1
+        if target.is_dir() and target.resolve() == run.resolve():
+            continue
+        if (target / "summary.json").is_file() and (target / "summary.json").read_bytes() != summary_path.read_bytes():
+            print(f"replaced {target}: it held another run of the same arm and seed (now {run}'s)")
         command = run.parent if summary.get("members", 1) > 1 else run
         sources = [(run / name, name) for name in ("summary.json", "metrics.jsonl", RESPONSES)]
         sources += [(command / name, name) for name in HYDRA_RECORD]
@@ -849,7 +892,8 @@ def copy_results(folders: list[Path], dest: Path) -> int:
             if source.is_file():
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target / name)
-        count += 1
+            elif (target / name).is_file():
+                (target / name).unlink()  # the replaced run's, which this run does not have
     return count
 
 
@@ -874,6 +918,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.copy_to:
         print(f"copied {_count(copy_results(args.folders, args.copy_to), 'run')} to {args.copy_to}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    for path, kept in repeated_runs(args.folders):
+        print(f"left out {path.parent}: {kept.parent} is a run of the same arm, length and seed, and each seed "
+              f"counts once (kept: the run that ended last, or the one found first)")
     for path in stale_analyses(args.folders):
         print(f"left out {path}: not the analysis of a finished run's last step (rerun mode=analyze on its last.pt)")
     args.out.write_text(render(runs, args.out, screens, args.note))

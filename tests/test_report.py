@@ -28,6 +28,13 @@ def fake_timed_run(folder, experiment, seed, **summary_keys):
     fake_run(folder, experiment, "resnet-110", seed, 7.0, **summary_keys)
 
 
+def report_of_folders(tmp_path, *folders):
+    """The report of the runs below tmp_path/FOLDER for each folder, in that order."""
+    out = tmp_path / "results.md"
+    assert main([*(str(tmp_path / f) for f in folders), "--out", str(out)]) == 0
+    return out.read_text()
+
+
 def report_of(folder):
     """The report of the runs below `folder`, written beside it."""
     out = folder.parent / "results.md"
@@ -141,6 +148,42 @@ def test_results_keep_hydras_record_of_each_command(tmp_path):
     assert (arm / "seed2" / ".hydra" / "config.yaml").read_text() == "seed: 1\nseeds: 2\n"
     assert (arm / "seed2" / ".hydra" / "overrides.yaml").read_text() == "- k\n"
     assert sorted(p.name for p in (arm / "seed1").iterdir()) == [".hydra", "metrics.jsonl", "summary.json"]
+
+
+def test_copying_results_into_their_own_folder_keeps_them_and_a_rerun_replaces_its_seed(tmp_path, capsys):
+    """`results --copy-to results` leaves every run as it is; a new run of an arm and seed that is
+    there replaces it, says so, and leaves none of the old run's files behind."""
+    fake_degradation_run(tmp_path / "runs" / "a", "resnet", 20, 0, 1.0, 7.0, responses=[1.0, 0.5])
+    res = tmp_path / "res"
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "r.md"), "--copy-to", str(res)]) == 0
+    seed0 = res / "he2015/resnet20" / "resnet-20" / "seed0"
+    assert (seed0 / "last_responses.json").is_file()
+    before = {p.name: p.read_bytes() for p in seed0.iterdir()}
+    assert main([str(res), "--out", str(tmp_path / "r.md"), "--copy-to", str(res)]) == 0
+    assert {p.name: p.read_bytes() for p in seed0.iterdir()} == before
+    assert "replaced" not in capsys.readouterr().out
+    fake_degradation_run(tmp_path / "rerun" / "a", "resnet", 20, 0, 1.0, 8.0)
+    assert main([str(tmp_path / "rerun"), "--out", str(tmp_path / "r.md"), "--copy-to", str(res)]) == 0
+    assert f"replaced {seed0}: it held another run of the same arm and seed" in capsys.readouterr().out
+    assert sorted(p.name for p in seed0.iterdir()) == ["metrics.jsonl", "summary.json"]
+    assert json.loads((seed0 / "summary.json").read_text())["final_test_err"] == 8.0
+
+
+def test_each_seed_of_an_arm_counts_once(tmp_path, capsys):
+    """A results folder given with the sweep it was copied from, overlapping folders, or a seed run
+    again: each seed of an arm is one run, the one that ended last."""
+    fake_timed_run(tmp_path / "sweep" / "0", "blog/original", 0, legs=[[0.0, 100.0]])
+    fake_timed_run(tmp_path / "sweep" / "1", "blog/original", 1, legs=[[0.0, 100.0]])
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "r.md"), "--copy-to", str(tmp_path / "res")]) == 0
+    fake_run(tmp_path / "again" / "0", "blog/original", "resnet-110", 1, 9.0, legs=[[200.0, 300.0]])
+    capsys.readouterr()
+    text = report_of_folders(tmp_path, "res", "sweep", "sweep/0", "again")
+    assert "| blog/original | resnet-110 | 2 | 8.00 ± 1.41 |" in text  # seeds 0 (7.0) and 1, rerun (9.0)
+    said = capsys.readouterr().out
+    assert f"left out {tmp_path / 'sweep' / '0'}: {tmp_path / 'res' / 'blog/original' / 'resnet-110' / 'seed0'} " \
+           "is a run of the same arm, length and seed" in said
+    assert f"left out {tmp_path / 'res' / 'blog/original' / 'resnet-110' / 'seed1'}: {tmp_path / 'again' / '0'}" in said
+    assert said.count("left out") == 3 and "2 runs in 1 arm" in said
 
 
 def fake_run_on(folder, experiment, err, data, **data_keys):
