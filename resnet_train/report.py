@@ -398,6 +398,18 @@ def stale_analyses(folders: list[Path]) -> list[Path]:
     return stale
 
 
+def unfinished_runs(folders: list[Path]) -> list[Path]:
+    """Run folders below the folders that trained (metrics.jsonl or last.pt) but hold no completed
+    summary.json: stopped, failed or still running. The report cannot count them."""
+    out = set()
+    for folder in folders:
+        for path in [*Path(folder).rglob("metrics.jsonl"), *Path(folder).rglob("last.pt")]:
+            summary = path.parent / "summary.json"
+            if not (summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"):
+                out.add(path.parent)
+    return sorted(out)
+
+
 def responses_section(runs: dict[tuple[str, str], Runs], out: Path, screening: float = 1.0) -> list[str]:
     """He 2015 Fig. 7: one row and one curve per arm analysed, the layer-wise mean over its runs;
     and the paper's two claims checked on He 2015's arms, each net's mean response over the seeds
@@ -921,6 +933,9 @@ def main(argv: list[str] | None = None) -> int:
     for path, kept in repeated_runs(args.folders):
         print(f"left out {path.parent}: {kept.parent} is a run of the same arm, length and seed, and each seed "
               f"counts once (kept: the run that ended last, or the one found first)")
+    for path in unfinished_runs(args.folders):
+        print(f"left out {path}: not finished (no summary.json); add resume=auto to its command with its folder "
+              f"(hydra.run.dir, or the sweep's hydra.sweep.dir) to continue it")
     for path in stale_analyses(args.folders):
         print(f"left out {path}: not the analysis of a finished run's last step (rerun mode=analyze on its last.pt)")
     args.out.write_text(render(runs, args.out, screens, args.note))

@@ -171,7 +171,8 @@ def test_copying_results_into_their_own_folder_keeps_them_and_a_rerun_replaces_i
 
 def test_each_seed_of_an_arm_counts_once(tmp_path, capsys):
     """A results folder given with the sweep it was copied from, overlapping folders, or a seed run
-    again: each seed of an arm is one run, the one that ended last."""
+    again: each seed of an arm is one run, the one that ended last. A run without a summary is named
+    as not finished."""
     fake_timed_run(tmp_path / "sweep" / "0", "blog/original", 0, legs=[[0.0, 100.0]])
     fake_timed_run(tmp_path / "sweep" / "1", "blog/original", 1, legs=[[0.0, 100.0]])
     assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "r.md"), "--copy-to", str(tmp_path / "res")]) == 0
@@ -184,6 +185,11 @@ def test_each_seed_of_an_arm_counts_once(tmp_path, capsys):
            "is a run of the same arm, length and seed" in said
     assert f"left out {tmp_path / 'res' / 'blog/original' / 'resnet-110' / 'seed1'}: {tmp_path / 'again' / '0'}" in said
     assert said.count("left out") == 3 and "2 runs in 1 arm" in said
+    (tmp_path / "again" / "1").mkdir()  # a run stopped after its first epoch, or still running
+    (tmp_path / "again" / "1" / "metrics.jsonl").write_text('{"epoch": 1, "test_err": 50.0}\n')
+    report_of_folders(tmp_path, "again")
+    assert f"left out {tmp_path / 'again' / '1'}: not finished (no summary.json); add resume=auto" \
+        in capsys.readouterr().out
 
 
 def fake_run_on(folder, experiment, err, data, **data_keys):
